@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create the project's virtual environment in .venv and install requirements.txt into it.
+# Safe to run again: it reinstalls only when requirements.txt or pyproject.toml changed.
+# Use PYTHON=/path/to/python3.11 to choose the interpreter (3.10+; verified on 3.11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "error: $("$python" --version 2>&1) is too old; set PYTHON to a Python 3.10+ interpreter" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+stamp=.venv/.requirements.sha256
+wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "Installing requirements into .venv (first time: a few minutes, ~6 GB with torch) ..." >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  echo "$wanted" > "$stamp"
+fi
