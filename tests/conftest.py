@@ -1,0 +1,41 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``scripts/<script>`` with this interpreter; returns the completed process (never raises)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Write ``array`` with nibabel directly (independent of the code under test)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def label_volume() -> np.ndarray:
+    """A small label map with WM, cortex, CSF and ventricles."""
+    labels = np.zeros((12, 12, 12), dtype=np.int16)
+    labels[2:10, 2:10, 2:10] = 2
+    labels[4:6, 4:6, 4:6] = 4
+    labels[1, 1, 1] = 24
+    return labels
