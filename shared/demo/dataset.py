@@ -1,0 +1,182 @@
+"""Writing the demo datasets to disk: NIfTI pairs, a MONAI datalist, a description and a mosaic.
+
+Layout of a brain dataset (tumour datasets alike, with ``tumour_XXX`` cases and binary
+masks as labels)::
+
+    <output_dir>/images/brain_000.nii.gz   FLAIR-like image, float32
+    <output_dir>/labels/brain_000.nii.gz   label map, FreeSurfer/SynthSeg ids, int16
+    <output_dir>/datalist.json             {"training": [...], "validation": [...]}
+    <output_dir>/dataset.json              generation parameters, label set, per-case values
+    <output_dir>/mosaic.png                a few cases with label outlines
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from shared.demo.anatomy import (
+    APPEARANCE_PART,
+    DEFAULT_ENLARGEMENT_RANGE,
+    generate_label_map,
+    subject_rng,
+)
+from shared.demo.flair import draw_rendering, render_flair
+from shared.demo.grid import Grid, make_grid
+from shared.demo.tumour import DEFAULT_RADIUS_RANGE_MM, generate_tumour_case
+from shared.io import InputError, save_volume, write_datalist, write_json
+from shared.labels import SYNTHSEG_CLASSES
+from shared.viz import MosaicCase, save_label_mosaic
+
+BRAIN_STREAM = 0
+
+#: Label set of the tumour masks.
+TUMOUR_MASK_LABELS: dict[int, str] = {0: "background", 1: "whole-tumour"}
+
+
+def _check_counts(n_cases: int, validation_fraction: float) -> int:
+    if not isinstance(n_cases, int) or isinstance(n_cases, bool) or n_cases < 1:
+        raise InputError(f"number of cases: expected a positive integer, got {n_cases!r}")
+    if not 0 <= float(validation_fraction) < 1:
+        raise InputError(f"validation fraction: expected a number in [0, 1), got {validation_fraction!r}")
+    n_validation = int(round(n_cases * float(validation_fraction)))
+    return min(n_validation, n_cases - 1)
+
+
+def _write_cases(
+    output_dir: Path,
+    prefix: str,
+    n_cases: int,
+    grid: Grid,
+    make_case: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, Any]]],
+    label_dtype: Any,
+    desc: str,
+) -> tuple[list[dict[str, Any]], list[MosaicCase]]:
+    """Generate and save ``n_cases`` pairs; returns datalist items and mosaic rows (first cases)."""
+    items: list[dict[str, Any]] = []
+    mosaic: list[MosaicCase] = []
+    for index in tqdm(range(n_cases), desc=desc, unit="case", disable=None):
+        image, labels, values = make_case(index)
+        case = f"{prefix}_{index:03d}"
+        image_rel, label_rel = f"images/{case}.nii.gz", f"labels/{case}.nii.gz"
+        save_volume(output_dir / image_rel, image, grid.affine, dtype=np.float32)
+        save_volume(output_dir / label_rel, labels, grid.affine, dtype=label_dtype)
+        items.append({"image": image_rel, "label": label_rel, "case": case, **values})
+        if len(mosaic) < 4:
+            title = f"{case} " + " ".join(f"{k}={v:.3g}" for k, v in values.items() if isinstance(v, float))
+            mosaic.append(MosaicCase(image=image, labels=labels, spacing=grid.spacing, title=title))
+    return items, mosaic
+
+
+def _split(items: list[dict[str, Any]], n_validation: int) -> dict[str, list[dict[str, Any]]]:
+    cut = len(items) - n_validation
+    return {"training": items[:cut], "validation": items[cut:]}
+
+
+def write_brain_dataset(
+    output_dir: str | os.PathLike,
+    n_cases: int = 20,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] | float | None = None,
+    seed: int = 0,
+    enlargement_range: Sequence[float] = DEFAULT_ENLARGEMENT_RANGE,
+    validation_fraction: float = 0.2,
+) -> Path:
+    """Write ``n_cases`` brain label maps with FLAIR-like images; returns the datalist path.
+
+    Args:
+        output_dir: folder to write into (created).
+        n_cases: number of subjects.
+        shape: grid in voxels.
+        spacing: voxel size in mm (``None``: 192 mm field of view).
+        seed: dataset seed; the same seed gives byte-identical arrays.
+        enlargement_range: range of the ventricle enlargement (volume factor), log-uniform.
+        validation_fraction: share of cases (the last ones) listed under ``validation``.
+    """
+    output_dir = Path(output_dir)
+    n_validation = _check_counts(n_cases, validation_fraction)
+    grid = make_grid(shape, spacing)
+    low, high = (float(v) for v in enlargement_range)
+    if not 0 < low <= high:
+        raise InputError(f"enlargement range: expected 0 < low <= high, got {tuple(enlargement_range)!r}")
+
+    def make_case(index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        labels, draws = generate_label_map(grid, seed, index, enlargement_range=(low, high), stream=BRAIN_STREAM)
+        image = render_flair(labels, grid, draw_rendering(subject_rng(seed, BRAIN_STREAM, index, APPEARANCE_PART)))
+        return image, labels, {"enlargement": round(draws.enlargement, 6)}
+
+    items, mosaic = _write_cases(output_dir, "brain", n_cases, grid, make_case, np.int16, "demo brains")
+    sections = _split(items, n_validation)
+    write_json(
+        output_dir / "dataset.json",
+        {
+            "description": "Procedural brain label maps (FreeSurfer/SynthSeg ids) with FLAIR-like images",
+            "kind": "brains",
+            "seed": seed,
+            "shape": list(grid.shape),
+            "spacing_mm": list(grid.spacing),
+            "enlargement_range": [low, high],
+            "labels": {str(k): v for k, v in SYNTHSEG_CLASSES.items()},
+            "num_training": len(sections["training"]),
+            "num_validation": len(sections["validation"]),
+        },
+    )
+    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+    return write_datalist(output_dir / "datalist.json", sections)
+
+
+def write_tumour_dataset(
+    output_dir: str | os.PathLike,
+    n_cases: int = 20,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] | float | None = None,
+    seed: int = 0,
+    radius_range_mm: Sequence[float] = DEFAULT_RADIUS_RANGE_MM,
+    centre_fraction: Sequence[float] | None = None,
+    validation_fraction: float = 0.2,
+) -> Path:
+    """Write ``n_cases`` tumour cases (FLAIR-like image + binary whole-tumour mask); returns the datalist path.
+
+    Args:
+        output_dir: folder to write into (created).
+        n_cases: number of cases.
+        shape: grid in voxels.
+        spacing: voxel size in mm (``None``: 192 mm field of view).
+        seed: dataset seed.
+        radius_range_mm: the tumour's mean radius is uniform in this range.
+        centre_fraction: fixed tumour centre as grid fractions ``(x, y, z)`` in [0, 1]; must
+            fall in cerebral white matter. ``None`` draws one per case.
+        validation_fraction: share of cases (the last ones) listed under ``validation``.
+    """
+    output_dir = Path(output_dir)
+    n_validation = _check_counts(n_cases, validation_fraction)
+    grid = make_grid(shape, spacing)
+
+    def make_case(index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        case = generate_tumour_case(grid, seed, index, radius_range_mm, centre_fraction)
+        return case.image, case.mask, {"radius_mm": round(case.radius_mm, 4), "tumour_voxels": int(case.mask.sum())}
+
+    items, mosaic = _write_cases(output_dir, "tumour", n_cases, grid, make_case, np.uint8, "demo tumours")
+    sections = _split(items, n_validation)
+    write_json(
+        output_dir / "dataset.json",
+        {
+            "description": "FLAIR-like brains with a hyperintense whole tumour (core + oedema) and its binary mask",
+            "kind": "tumours",
+            "seed": seed,
+            "shape": list(grid.shape),
+            "spacing_mm": list(grid.spacing),
+            "radius_range_mm": [float(v) for v in radius_range_mm],
+            "centre_fraction": None if centre_fraction is None else [float(v) for v in centre_fraction],
+            "labels": {str(k): v for k, v in TUMOUR_MASK_LABELS.items()},
+            "num_training": len(sections["training"]),
+            "num_validation": len(sections["validation"]),
+        },
+    )
+    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="labels")
+    return write_datalist(output_dir / "datalist.json", sections)
