@@ -1,0 +1,39 @@
+"""Build the built-in demo datasets (no download): brains with ventricle enlargement, and tumour cases.
+
+Usage (from the project root)::
+
+    python scripts/make_demo_data.py brains  outputs/demo/brains  --n_cases 20 --shape 64,64,64
+    python scripts/make_demo_data.py tumours outputs/demo/tumours --n_cases 20 --radius_range_mm 10,25
+    python scripts/make_demo_data.py all     outputs/demo          # both, in <dir>/brains and <dir>/tumours
+
+Each dataset folder gets ``images/``, ``labels/``, ``datalist.json`` (MONAI format),
+``dataset.json`` (parameters, label set) and ``mosaic.png``. The same seed gives
+byte-identical arrays. ``--spacing`` is mm per voxel (one number or three); by default a
+192 mm field of view is spread over ``--shape``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.cli import run_cli
+from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+
+
+def all_datasets(
+    output_dir: str,
+    n_brains: int = 20,
+    n_tumours: int = 20,
+    shape: tuple[int, int, int] = (64, 64, 64),
+    spacing: float | tuple[float, float, float] | None = None,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Both demo datasets under ``output_dir/brains`` and ``output_dir/tumours``; returns their datalists."""
+    return {
+        "brains": str(write_brain_dataset(Path(output_dir) / "brains", n_brains, shape, spacing, seed)),
+        "tumours": str(write_tumour_dataset(Path(output_dir) / "tumours", n_tumours, shape, spacing, seed)),
+    }
+
+
+if __name__ == "__main__":
+    run_cli({"brains": write_brain_dataset, "tumours": write_tumour_dataset, "all": all_datasets})

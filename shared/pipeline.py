@@ -1,0 +1,192 @@
+"""Stage runner for long multi-step commands, and the demo pipeline (the README's main command).
+
+A finished stage leaves a marker ``<output_dir>/.stages/<name>.json`` holding its
+parameters and duration; running the command again skips it (unless its parameters
+changed or ``force`` is set). Stages write their outputs atomically, so a run
+interrupted mid-stage simply redoes that stage next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.condition_tables import (
+    TUMOUR_COLUMNS,
+    VENTRICLE_COLUMNS,
+    add_condition_c,
+    fit_tumour_normaliser,
+    fit_ventricle_normaliser,
+    measure_tumour_rows,
+    measure_ventricle_rows,
+    normalise_tumour_rows,
+)
+from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+from shared.io import InputError, atomic_path, read_csv, read_datalist, read_json, write_csv, write_json
+from shared.viz import save_conditions_summary
+
+logger = logging.getLogger(__name__)
+
+
+class StageRunner:
+    """Runs named stages at most once per set of parameters.
+
+    Args:
+        output_dir: where the ``.stages`` markers live.
+        force: rerun every stage even if it finished before.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, force: bool = False) -> None:
+        self.marker_dir = Path(output_dir) / ".stages"
+        self.force = force
+
+    def is_done(self, name: str, params: dict[str, Any]) -> bool:
+        """True when ``name`` finished before with exactly ``params``."""
+        marker = self.marker_dir / f"{name}.json"
+        if self.force or not marker.is_file():
+            return False
+        try:
+            return read_json(marker).get("params") == params
+        except InputError:
+            return False
+
+    def run(self, name: str, params: dict[str, Any], action: Callable[[], Any]) -> bool:
+        """Run ``action`` unless the stage is done; returns True when it ran."""
+        if self.is_done(name, params):
+            logger.info("[%s] already done, skipped", name)
+            return False
+        logger.info("[%s] running", name)
+        start = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - start
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(
+            self.marker_dir / f"{name}.json", {"params": params, "seconds": round(seconds, 2), "finished": finished}
+        )
+        logger.info("[%s] done in %.1f s", name, seconds)
+        return True
+
+
+def _section_of_each_item(datalist: Path) -> list[str]:
+    """Section name (``training`` / ``validation`` ...) of every item, in :func:`read_datalist` order."""
+    return [name for name, entries in read_json(datalist).items() if isinstance(entries, list) for _ in entries]
+
+
+def write_condition_tables(brain_datalist: Path, tumour_datalist: Path, output_dir: Path) -> None:
+    """Ventricle and tumour tables for the demo datasets; normalisers fitted on the training sections."""
+    for datalist, kind in ((brain_datalist, "ventricles"), (tumour_datalist, "tumours")):
+        items = read_datalist(datalist)
+        files = [Path(item["label"]) for item in items]
+        rows = measure_ventricle_rows(files) if kind == "ventricles" else measure_tumour_rows(files)
+        for row, item, section in zip(rows, items, _section_of_each_item(datalist)):
+            row.update(case=item["case"], split=section)
+        training = [row for row in rows if row["split"] == "training"]
+        if kind == "ventricles":
+            normaliser = fit_ventricle_normaliser(training)
+            add_condition_c(rows, normaliser)
+            columns = VENTRICLE_COLUMNS
+        else:
+            normaliser = fit_tumour_normaliser(training)
+            normalise_tumour_rows(rows, normaliser)
+            columns = TUMOUR_COLUMNS
+        if normaliser is not None:
+            normaliser.save(output_dir / f"{kind}_normaliser.json")
+        write_csv(output_dir / f"{kind}.csv", rows, ["case", "split", *columns])
+
+
+def _describe(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
+    """``min / median / max unit`` of an array."""
+    return f"{values.min():.{digits}f} / {np.median(values):.{digits}f} / {values.max():.{digits}f} {unit}".rstrip()
+
+
+def write_demo_report(output_dir: Path) -> Path:
+    """``report.md`` and ``conditions/summary.png`` from the datasets and tables written before."""
+    ventricles = read_csv(output_dir / "conditions" / "ventricles.csv")
+    tumours = read_csv(output_dir / "conditions" / "tumours.csv")
+    brains_info = read_json(output_dir / "data" / "brains" / "dataset.json")
+    enlargement = {
+        item["case"]: item["enlargement"] for item in read_datalist(output_dir / "data" / "brains" / "datalist.json")
+    }
+    save_conditions_summary(
+        output_dir / "conditions" / "summary.png", ventricles, tumours, [enlargement[row["case"]] for row in ventricles]
+    )
+    ventricle_ml = np.array([float(r["ventricle_ml"]) for r in ventricles])
+    ratio = np.array([float(r["ratio"]) for r in ventricles]) * 100
+    tumour_ml = np.array([float(r["volume_ml"]) for r in tumours])
+    sphericity = np.array([float(r["sphericity"]) for r in tumours])
+    spacing = " x ".join(f"{s:.3g}" for s in brains_info["spacing_mm"])
+    lines = [
+        "# Demo run",
+        "",
+        f"Grid {' x '.join(str(n) for n in brains_info['shape'])} voxels at {spacing} mm, seed {brains_info['seed']}.",
+        "",
+        "| dataset | cases | quantity | min / median / max |",
+        "|---|---|---|---|",
+        f"| brains | {len(ventricles)} | ventricle volume | {_describe(ventricle_ml, 'mL')} |",
+        f"| brains | {len(ventricles)} | ventricles / ICV | {_describe(ratio, '%')} |",
+        f"| tumours | {len(tumours)} | tumour volume | {_describe(tumour_ml, 'mL')} |",
+        f"| tumours | {len(tumours)} | sphericity | {_describe(sphericity, digits=2)} |",
+        "",
+        "Tables: `conditions/ventricles.csv`, `conditions/tumours.csv` (normalisers fitted on the training split,",
+        "saved beside them).",
+        "",
+        "![conditions](conditions/summary.png)",
+        "",
+        "Brains (image with label outlines):",
+        "",
+        "![brains](data/brains/mosaic.png)",
+        "",
+        "Tumours (image with mask outline):",
+        "",
+        "![tumours](data/tumours/mosaic.png)",
+        "",
+    ]
+    path = output_dir / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path
+
+
+def run_demo_pipeline(
+    output_dir: str | os.PathLike = "outputs/demo",
+    n_brains: int = 20,
+    n_tumours: int = 20,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] | float | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Path:
+    """Demo data -> conditioning tables -> summary plot and report; returns the report's path.
+
+    Stages: ``demo_brains``, ``demo_tumours``, ``conditions``, ``report``. Finished stages are
+    skipped when run again with the same parameters.
+    """
+    output_dir = Path(output_dir)
+    runner = StageRunner(output_dir, force=force)
+    data = dict(
+        shape=[int(n) for n in shape],
+        spacing=spacing if spacing is None or np.isscalar(spacing) else list(spacing),
+        seed=seed,
+    )
+    brains, tumours = output_dir / "data" / "brains", output_dir / "data" / "tumours"
+    runner.run(
+        "demo_brains", {**data, "n": n_brains}, lambda: write_brain_dataset(brains, n_brains, shape, spacing, seed)
+    )
+    runner.run(
+        "demo_tumours", {**data, "n": n_tumours}, lambda: write_tumour_dataset(tumours, n_tumours, shape, spacing, seed)
+    )
+    upstream = {**data, "n_brains": n_brains, "n_tumours": n_tumours}
+    runner.run(
+        "conditions",
+        upstream,
+        lambda: write_condition_tables(brains / "datalist.json", tumours / "datalist.json", output_dir / "conditions"),
+    )
+    runner.run("report", upstream, lambda: write_demo_report(output_dir))
+    return output_dir / "report.md"
