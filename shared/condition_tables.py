@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,22 +129,80 @@ def _raw_tumour_features(rows: Sequence[dict[str, Any]]) -> np.ndarray:
     ).reshape(len(rows), len(TUMOUR_FEATURE_NAMES))
 
 
+@dataclass(frozen=True)
+class ConditionKind:
+    """How to build one kind of condition table.
+
+    Attributes:
+        name: ``"ventricles"`` or ``"tumours"`` (also the table's file stem in the pipeline).
+        columns: CSV columns.
+        measure: files -> raw rows.
+        fit: raw rows -> normaliser (``None`` when it cannot be fitted).
+        apply: sets the normalised conditions on the rows, in place.
+        load: reads a saved normaliser.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    measure: Callable[[Sequence[Path]], list[dict[str, Any]]]
+    fit: Callable[[Sequence[dict[str, Any]]], Any]
+    apply: Callable[[Sequence[dict[str, Any]], Any], None]
+    load: Callable[[str | os.PathLike], Any]
+
+
+VENTRICLES = ConditionKind(
+    "ventricles",
+    VENTRICLE_COLUMNS,
+    measure_ventricle_rows,
+    fit_ventricle_normaliser,
+    add_condition_c,
+    MinMaxNormaliser.load,
+)
+TUMOURS = ConditionKind(
+    "tumours",
+    TUMOUR_COLUMNS,
+    measure_tumour_rows,
+    fit_tumour_normaliser,
+    normalise_tumour_rows,
+    TumourFeatureNormaliser.load,
+)
+
+
+def write_condition_table(
+    kind: ConditionKind,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    normaliser: str | os.PathLike | None = None,
+    key: str = "label",
+) -> Path:
+    """Condition CSV for a folder / datalist / file; fits the normaliser and saves it beside the CSV unless given.
+
+    Args:
+        kind: :data:`VENTRICLES` or :data:`TUMOURS`.
+        source: folder of volumes, MONAI datalist (``.json``) or one volume file.
+        output: CSV path.
+        normaliser: a saved normaliser to apply instead of fitting one.
+        key: the datalist field holding the file (``label`` or ``image``).
+    """
+    files = resolve_volume_inputs(source, key)
+    given = kind.load(normaliser) if normaliser is not None else None
+    rows = kind.measure(files)
+    fitted = given if given is not None else kind.fit(rows)
+    kind.apply(rows, fitted)
+    write_csv(output, rows, kind.columns)
+    if given is None and fitted is not None:
+        fitted.save(normaliser_path_for(output))
+    return Path(output)
+
+
 def write_ventricle_table(
     source: str | os.PathLike,
     output: str | os.PathLike,
     normaliser: str | os.PathLike | None = None,
     key: str = "label",
 ) -> Path:
-    """Ventricle CSV for a folder / datalist / file of label maps; fits and saves the normaliser unless given."""
-    files = resolve_volume_inputs(source, key)
-    given = MinMaxNormaliser.load(normaliser) if normaliser is not None else None
-    rows = measure_ventricle_rows(files)
-    fitted = given if given is not None else fit_ventricle_normaliser(rows)
-    add_condition_c(rows, fitted)
-    write_csv(output, rows, VENTRICLE_COLUMNS)
-    if given is None and fitted is not None:
-        fitted.save(normaliser_path_for(output))
-    return Path(output)
+    """Ventricle CSV (``file, ventricle_ml, icv_ml, ratio, c``) for label maps; see :func:`write_condition_table`."""
+    return write_condition_table(VENTRICLES, source, output, normaliser, key)
 
 
 def write_tumour_table(
@@ -152,13 +211,5 @@ def write_tumour_table(
     normaliser: str | os.PathLike | None = None,
     key: str = "label",
 ) -> Path:
-    """Tumour CSV for a folder / datalist / file of masks; fits and saves the normaliser unless given."""
-    files = resolve_volume_inputs(source, key)
-    given = TumourFeatureNormaliser.load(normaliser) if normaliser is not None else None
-    rows = measure_tumour_rows(files)
-    fitted = given if given is not None else fit_tumour_normaliser(rows)
-    normalise_tumour_rows(rows, fitted)
-    write_csv(output, rows, TUMOUR_COLUMNS)
-    if given is None:
-        fitted.save(normaliser_path_for(output))
-    return Path(output)
+    """Tumour CSV (nine normalised features, raw volume/area, mL) for masks; see :func:`write_condition_table`."""
+    return write_condition_table(TUMOURS, source, output, normaliser, key)

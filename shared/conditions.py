@@ -172,8 +172,14 @@ SURFACE_SMOOTHING_SIGMA: Final[float] = 0.5
 
 
 def tumour_surface_area(mask: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
-    """Surface area of a binary ``(X, Y, Z)`` mask from a marching-cubes mesh (units of ``spacing``^2)."""
-    field = np.pad(np.asarray(mask, dtype=np.float32), 3)
+    """Surface area of a non-empty binary ``(X, Y, Z)`` mask from a marching-cubes mesh (units of ``spacing``^2).
+
+    Works on the mask's bounding box plus a margin wide enough for the smoothing, so the
+    cost depends on the tumour's size, not the grid's.
+    """
+    mask = np.asarray(mask) > 0
+    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+    field = np.pad(mask[box].astype(np.float32), 3)
     field = ndimage.gaussian_filter(field, SURFACE_SMOOTHING_SIGMA)
     vertices, faces, _, _ = marching_cubes(field, level=0.5, spacing=tuple(float(s) for s in spacing))
     return float(mesh_surface_area(vertices, faces))

@@ -18,16 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.condition_tables import (
-    TUMOUR_COLUMNS,
-    VENTRICLE_COLUMNS,
-    add_condition_c,
-    fit_tumour_normaliser,
-    fit_ventricle_normaliser,
-    measure_tumour_rows,
-    measure_ventricle_rows,
-    normalise_tumour_rows,
-)
+from shared.condition_tables import TUMOURS, VENTRICLES
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
 from shared.io import InputError, atomic_path, read_csv, read_datalist, read_json, write_csv, write_json
 from shared.viz import save_conditions_summary
@@ -81,24 +72,16 @@ def _section_of_each_item(datalist: Path) -> list[str]:
 
 def write_condition_tables(brain_datalist: Path, tumour_datalist: Path, output_dir: Path) -> None:
     """Ventricle and tumour tables for the demo datasets; normalisers fitted on the training sections."""
-    for datalist, kind in ((brain_datalist, "ventricles"), (tumour_datalist, "tumours")):
+    for datalist, kind in ((brain_datalist, VENTRICLES), (tumour_datalist, TUMOURS)):
         items = read_datalist(datalist)
-        files = [Path(item["label"]) for item in items]
-        rows = measure_ventricle_rows(files) if kind == "ventricles" else measure_tumour_rows(files)
+        rows = kind.measure([Path(item["label"]) for item in items])
         for row, item, section in zip(rows, items, _section_of_each_item(datalist)):
             row.update(case=item["case"], split=section)
-        training = [row for row in rows if row["split"] == "training"]
-        if kind == "ventricles":
-            normaliser = fit_ventricle_normaliser(training)
-            add_condition_c(rows, normaliser)
-            columns = VENTRICLE_COLUMNS
-        else:
-            normaliser = fit_tumour_normaliser(training)
-            normalise_tumour_rows(rows, normaliser)
-            columns = TUMOUR_COLUMNS
+        normaliser = kind.fit([row for row in rows if row["split"] == "training"])
+        kind.apply(rows, normaliser)
         if normaliser is not None:
-            normaliser.save(output_dir / f"{kind}_normaliser.json")
-        write_csv(output_dir / f"{kind}.csv", rows, ["case", "split", *columns])
+            normaliser.save(output_dir / f"{kind.name}_normaliser.json")
+        write_csv(output_dir / f"{kind.name}.csv", rows, ["case", "split", *kind.columns])
 
 
 def _describe(values: np.ndarray, unit: str = "", digits: int = 1) -> str:

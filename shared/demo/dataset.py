@@ -35,6 +35,9 @@ from shared.viz import MosaicCase, save_label_mosaic
 
 BRAIN_STREAM = 0
 
+#: Number of cases shown in a dataset's mosaic.
+MOSAIC_CASES = 4
+
 #: Label set of the tumour masks.
 TUMOUR_MASK_LABELS: dict[int, str] = {0: "background", 1: "whole-tumour"}
 
@@ -48,34 +51,58 @@ def _check_counts(n_cases: int, validation_fraction: float) -> int:
     return min(n_validation, n_cases - 1)
 
 
-def _write_cases(
+def _write_dataset(
     output_dir: Path,
     prefix: str,
     n_cases: int,
+    n_validation: int,
     grid: Grid,
     make_case: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, Any]]],
     label_dtype: Any,
-    desc: str,
-) -> tuple[list[dict[str, Any]], list[MosaicCase]]:
-    """Generate and save ``n_cases`` pairs; returns datalist items and mosaic rows (first cases)."""
+    description: dict[str, Any],
+    mosaic_focus: str,
+) -> Path:
+    """Generate and save ``n_cases`` pairs, then ``dataset.json``, ``mosaic.png`` and the datalist.
+
+    Args:
+        output_dir: dataset folder.
+        prefix: case name prefix (``brain`` -> ``brain_000``).
+        n_cases: number of cases; the last ``n_validation`` go to the ``validation`` section.
+        grid: the cases' grid.
+        make_case: ``index -> (image, labels, per-case values for the datalist)``.
+        label_dtype: on-disk dtype of the labels.
+        description: dataset-specific entries of ``dataset.json`` (kind, parameters, label set).
+        mosaic_focus: where the mosaic's slices cross (see :func:`shared.viz.save_label_mosaic`).
+
+    Returns:
+        The datalist path, written last so that its presence means the dataset is complete.
+    """
     items: list[dict[str, Any]] = []
     mosaic: list[MosaicCase] = []
-    for index in tqdm(range(n_cases), desc=desc, unit="case", disable=None):
+    for index in tqdm(range(n_cases), desc=f"demo {prefix}s", unit="case", disable=None):
         image, labels, values = make_case(index)
         case = f"{prefix}_{index:03d}"
         image_rel, label_rel = f"images/{case}.nii.gz", f"labels/{case}.nii.gz"
         save_volume(output_dir / image_rel, image, grid.affine, dtype=np.float32)
         save_volume(output_dir / label_rel, labels, grid.affine, dtype=label_dtype)
         items.append({"image": image_rel, "label": label_rel, "case": case, **values})
-        if len(mosaic) < 4:
+        if len(mosaic) < MOSAIC_CASES:
             title = f"{case} " + " ".join(f"{k}={v:.3g}" for k, v in values.items() if isinstance(v, float))
             mosaic.append(MosaicCase(image=image, labels=labels, spacing=grid.spacing, title=title))
-    return items, mosaic
-
-
-def _split(items: list[dict[str, Any]], n_validation: int) -> dict[str, list[dict[str, Any]]]:
-    cut = len(items) - n_validation
-    return {"training": items[:cut], "validation": items[cut:]}
+    cut = n_cases - n_validation
+    sections = {"training": items[:cut], "validation": items[cut:]}
+    write_json(
+        output_dir / "dataset.json",
+        {
+            **description,
+            "shape": list(grid.shape),
+            "spacing_mm": list(grid.spacing),
+            "num_training": cut,
+            "num_validation": n_validation,
+        },
+    )
+    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus=mosaic_focus)
+    return write_datalist(output_dir / "datalist.json", sections)
 
 
 def write_brain_dataset(
@@ -110,24 +137,16 @@ def write_brain_dataset(
         image = render_flair(labels, grid, draw_rendering(subject_rng(seed, BRAIN_STREAM, index, APPEARANCE_PART)))
         return image, labels, {"enlargement": round(draws.enlargement, 6)}
 
-    items, mosaic = _write_cases(output_dir, "brain", n_cases, grid, make_case, np.int16, "demo brains")
-    sections = _split(items, n_validation)
-    write_json(
-        output_dir / "dataset.json",
-        {
-            "description": "Procedural brain label maps (FreeSurfer/SynthSeg ids) with FLAIR-like images",
-            "kind": "brains",
-            "seed": seed,
-            "shape": list(grid.shape),
-            "spacing_mm": list(grid.spacing),
-            "enlargement_range": [low, high],
-            "labels": {str(k): v for k, v in SYNTHSEG_CLASSES.items()},
-            "num_training": len(sections["training"]),
-            "num_validation": len(sections["validation"]),
-        },
+    description = {
+        "description": "Procedural brain label maps (FreeSurfer/SynthSeg ids) with FLAIR-like images",
+        "kind": "brains",
+        "seed": seed,
+        "enlargement_range": [low, high],
+        "labels": {str(k): v for k, v in SYNTHSEG_CLASSES.items()},
+    }
+    return _write_dataset(
+        output_dir, "brain", n_cases, n_validation, grid, make_case, np.int16, description, mosaic_focus="ventricles"
     )
-    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
-    return write_datalist(output_dir / "datalist.json", sections)
 
 
 def write_tumour_dataset(
@@ -161,22 +180,14 @@ def write_tumour_dataset(
         case = generate_tumour_case(grid, seed, index, radius_range_mm, centre_fraction)
         return case.image, case.mask, {"radius_mm": round(case.radius_mm, 4), "tumour_voxels": int(case.mask.sum())}
 
-    items, mosaic = _write_cases(output_dir, "tumour", n_cases, grid, make_case, np.uint8, "demo tumours")
-    sections = _split(items, n_validation)
-    write_json(
-        output_dir / "dataset.json",
-        {
-            "description": "FLAIR-like brains with a hyperintense whole tumour (core + oedema) and its binary mask",
-            "kind": "tumours",
-            "seed": seed,
-            "shape": list(grid.shape),
-            "spacing_mm": list(grid.spacing),
-            "radius_range_mm": [float(v) for v in radius_range_mm],
-            "centre_fraction": None if centre_fraction is None else [float(v) for v in centre_fraction],
-            "labels": {str(k): v for k, v in TUMOUR_MASK_LABELS.items()},
-            "num_training": len(sections["training"]),
-            "num_validation": len(sections["validation"]),
-        },
+    description = {
+        "description": "FLAIR-like brains with a hyperintense whole tumour (core + oedema) and its binary mask",
+        "kind": "tumours",
+        "seed": seed,
+        "radius_range_mm": [float(v) for v in radius_range_mm],
+        "centre_fraction": None if centre_fraction is None else [float(v) for v in centre_fraction],
+        "labels": {str(k): v for k, v in TUMOUR_MASK_LABELS.items()},
+    }
+    return _write_dataset(
+        output_dir, "tumour", n_cases, n_validation, grid, make_case, np.uint8, description, mosaic_focus="labels"
     )
-    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="labels")
-    return write_datalist(output_dir / "datalist.json", sections)
