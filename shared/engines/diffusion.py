@@ -1,0 +1,87 @@
+"""Preparing latent-diffusion training batches with a scalar condition and conditioning dropout.
+
+Classifier-free guidance (SPEC section 2) trains one network both conditionally and
+unconditionally: the cross-attention context is ``[c, 1]`` for a conditioned sample and
+the null context ``[0, 0]`` for a dropped one (probability ``p_uncond``). At sampling
+time :mod:`shared.sampling.guidance` combines the two predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.engines.utils import DiffusionPrepareBatch, default_prepare_batch
+
+from shared.latents import LatentScaler
+
+
+def make_context(c: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Cross-attention context ``(B, 1, 2)``: ``[c, 1]`` where ``keep`` else the null context ``[0, 0]``.
+
+    Args:
+        c: ``(B,)`` or ``(B, 1)`` conditions.
+        keep: ``(B,)`` booleans.
+    """
+    c = c.reshape(-1).float()
+    flag = keep.reshape(-1).to(c)
+    return torch.stack([c * flag, flag], dim=-1).unsqueeze(1)
+
+
+def null_context(batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The unconditional context ``[0, 0]`` for ``batch_size`` samples, ``(B, 1, 2)``."""
+    return torch.zeros(batch_size, 1, 2, device=device)
+
+
+class ConditionalLatentPrepareBatch(DiffusionPrepareBatch):
+    """Encodes a batch with a frozen autoencoder, scales the latents, and adds a dropped-out context.
+
+    Use with ``monai.engines.SupervisedTrainer`` and ``monai.inferers.DiffusionInferer``: the
+    trainer's inputs are the scaled latents, the target is the noise, and the inferer gets
+    ``noise``, ``timesteps`` and ``condition`` (the context) as keyword arguments.
+
+    Args:
+        autoencoder: frozen autoencoder with ``encode_stage_2_inputs``.
+        scaler: latent scaling saved with the model.
+        num_train_timesteps: diffusion steps ``T``.
+        condition_name: batch key of the condition ``c`` (``(B,)`` or ``(B, 1)``).
+        p_uncond: probability of replacing a sample's context by the null context.
+    """
+
+    def __init__(
+        self,
+        autoencoder: torch.nn.Module,
+        scaler: LatentScaler,
+        num_train_timesteps: int,
+        condition_name: str = "c",
+        p_uncond: float = 0.2,
+    ) -> None:
+        super().__init__(num_train_timesteps=num_train_timesteps, condition_name=condition_name)
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
+        self.autoencoder = autoencoder
+        self.scaler = scaler
+        self.p_uncond = float(p_uncond)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C_in, *spatial)`` -> scaled latents ``(B, C_latent, *latent_spatial)``."""
+        self.autoencoder.eval()
+        return self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        latents = self.encode(images)
+        noise = self.get_noise(latents)
+        timesteps = self.get_timesteps(latents)
+        c = torch.as_tensor(batchdata[self.condition_name]).to(latents.device)
+        keep = torch.rand(latents.shape[0], device=latents.device) >= self.p_uncond
+        context = make_context(c, keep)
+        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "condition": context}

@@ -1,0 +1,75 @@
+"""Latent scaling for latent diffusion: ``z_scaled = (z - shift) * scale``, saved with the model.
+
+The usual LDM recipe is one global factor ``scale = 1 / std(z)`` over a training batch.
+A probe here found per-channel latent standard deviations of 0.28 / 1.65 / 0.36 for a
+label-map autoencoder, which one global factor leaves badly scaled, so per-channel
+standardisation (``per_channel=True``) is available as a switch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from shared.io import InputError, read_json, write_json
+
+
+@dataclass(frozen=True)
+class LatentScaler:
+    """Affine map between autoencoder latents and the diffusion model's space.
+
+    Attributes:
+        scale: one factor, or one per latent channel.
+        shift: subtracted before scaling; zeros for the global recipe.
+    """
+
+    scale: tuple[float, ...]
+    shift: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.scale) != len(self.shift) or not self.scale:
+            raise ValueError("latent scaler: scale and shift need the same, non-zero length")
+        if not all(s > 0 and s != float("inf") for s in self.scale):
+            raise ValueError(f"latent scaler: scale factors must be positive and finite, got {self.scale}")
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor, per_channel: bool = False) -> LatentScaler:
+        """Fit on latents ``(B, C, *spatial)``: ``1/std`` over everything, or mean/std per channel."""
+        if latents.ndim < 3:
+            raise ValueError(f"latent scaler: expected (B, C, *spatial) latents, got shape {tuple(latents.shape)}")
+        z = latents.detach().float()
+        if not per_channel:
+            return cls(scale=(1.0 / float(z.std()),), shift=(0.0,))
+        per = z.transpose(0, 1).reshape(z.shape[1], -1)
+        return cls(scale=tuple((1.0 / per.std(dim=1)).tolist()), shift=tuple(per.mean(dim=1).tolist()))
+
+    def _view(self, values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=like.dtype, device=like.device)
+        if len(values) == 1:
+            return tensor.reshape(())
+        if like.shape[1] != len(values):
+            raise ValueError(f"latent scaler has {len(values)} channels, latents have {like.shape[1]}")
+        return tensor.reshape(1, -1, *([1] * (like.ndim - 2)))
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """Autoencoder latents ``(B, C, ...)`` -> diffusion space."""
+        return (latents - self._view(self.shift, latents)) * self._view(self.scale, latents)
+
+    def inverse(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Diffusion space ``(B, C, ...)`` -> autoencoder latents."""
+        return scaled / self._view(self.scale, scaled) + self._view(self.shift, scaled)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as JSON (atomically)."""
+        write_json(path, {"scale": list(self.scale), "shift": list(self.shift)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatentScaler:
+        """Read a scaler saved by :meth:`save`; a missing file is an :class:`InputError` naming it."""
+        data = read_json(path)
+        try:
+            return cls(scale=tuple(float(v) for v in data["scale"]), shift=tuple(float(v) for v in data["shift"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{path}: not a latent scaler file ({error})") from error
