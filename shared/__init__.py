@@ -1,0 +1,31 @@
+"""The project's package: what MONAI lacks for labelled brain-MRI synthesis, shared by every bundle.
+
+Submodules load on first attribute access (``import shared; shared.io.read_datalist(...)``,
+``shared.sampling.guidance...``), so bundle configs can write ``$import shared`` once and light
+command-line tools do not pay for importing MONAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+
+def lazy_submodules(package: str) -> Callable[[str], ModuleType]:
+    """A module-level ``__getattr__`` (PEP 562) that imports ``<package>.<name>`` on first access."""
+
+    def __getattr__(name: str) -> ModuleType:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"{package}.{name}":
+                raise AttributeError(f"module {package!r} has no attribute {name!r}") from error
+            raise
+
+    return __getattr__
+
+
+__getattr__ = lazy_submodules(__name__)

@@ -213,3 +213,21 @@ def write_tumour_table(
 ) -> Path:
     """Tumour CSV (nine normalised features, raw volume/area, mL) for masks; see :func:`write_condition_table`."""
     return write_condition_table(TUMOURS, source, output, normaliser, key)
+
+
+def fit_ventricle_normaliser_for(
+    items: Sequence[dict[str, Any]], output: str | os.PathLike, key: str = "label"
+) -> Path:
+    """Fit the ventricle-ratio normaliser on datalist ``items`` (their ``key`` files) and save it.
+
+    Used at the start of training so the normaliser is saved with the model.
+
+    Raises:
+        InputError: the ratios cannot be fitted (fewer than two different values).
+    """
+    rows = measure_ventricle_rows([Path(item[key]) for item in items])
+    normaliser = fit_ventricle_normaliser(rows)
+    if normaliser is None:
+        raise InputError(f"{output}: cannot fit the ventricle normaliser; training needs at least two different ratios")
+    normaliser.save(output)
+    return Path(output)

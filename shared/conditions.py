@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from scipy import ndimage
@@ -273,3 +273,19 @@ def _as_feature_matrix(features: np.ndarray) -> np.ndarray:
     if array.ndim != 2 or array.shape[0] == 0:
         raise ValueError("tumour normaliser: need a (N, 9) array of training features")
     return array
+
+
+def inverse_frequency_weights(c: Iterable[float], bin_width: float = 0.1) -> np.ndarray:
+    """Per-sample weights ``1 / count(bin of c)`` over ``bin_width``-wide bins (the authors' balancing)."""
+    values = np.asarray(list(c), dtype=np.float64)
+    bins = np.floor(values / bin_width).astype(np.int64)
+    _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def inverse_frequency_sampler(c: Iterable[float], bin_width: float = 0.1) -> Any:
+    """``torch.utils.data.WeightedRandomSampler`` drawing every bin of ``c`` about equally often."""
+    from torch.utils.data import WeightedRandomSampler
+
+    weights = inverse_frequency_weights(c, bin_width)
+    return WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True)

@@ -346,3 +346,27 @@ def resolve_volume_inputs(source: str | os.PathLike, key: str = "label") -> list
             raise InputError(f"{source}: no such file")
         return [source]
     raise InputError(f"{source}: not a folder, datalist (.json) or volume file")
+
+
+def write_grid_reference(volume_path: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Save the grid (shape and affine) of a training volume, so generated volumes get the same one."""
+    volume = load_volume(volume_path)
+    return write_json(
+        output, {"shape": list(volume.array.shape), "affine": volume.affine.tolist(), "source": str(volume_path)}
+    )
+
+
+def read_grid_reference(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` saved by :func:`write_grid_reference`."""
+    data = read_json(path)
+    try:
+        return tuple(int(n) for n in data["shape"]), np.asarray(data["affine"], dtype=np.float64)  # type: ignore[return-value]
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path}: not a grid reference file ({error})") from error
+
+
+def require_files(paths: Iterable[str | os.PathLike], hint: str) -> None:
+    """Fail with ``<file>: missing; <hint>`` for the first of ``paths`` that does not exist."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: missing; {hint}")

@@ -9,7 +9,10 @@ standardisation (``per_channel=True``) is available as a switch.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,3 +76,32 @@ class LatentScaler:
             return cls(scale=tuple(float(v) for v in data["scale"]), shift=tuple(float(v) for v in data["shift"]))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{path}: not a latent scaler file ({error})") from error
+
+
+@torch.no_grad()
+def fit_or_load_scaler(
+    autoencoder: torch.nn.Module,
+    dataloader: Iterable[dict[str, Any]],
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    per_channel: bool = False,
+    max_batches: int = 8,
+    image_key: str = "image",
+) -> LatentScaler:
+    """The scaler saved at ``path``, or one fitted on up to ``max_batches`` encoded batches and saved there.
+
+    Loading when present keeps a resumed diffusion training on the same latent scale.
+    """
+    if Path(path).is_file():
+        return LatentScaler.load(path)
+    autoencoder.eval()
+    latents = []
+    for index, batch in enumerate(dataloader):
+        if index >= max_batches:
+            break
+        latents.append(autoencoder.encode_stage_2_inputs(batch[image_key].to(device)).cpu())
+    if not latents:
+        raise InputError(f"{path}: no training data to fit the latent scaler on")
+    scaler = LatentScaler.fit(torch.cat(latents), per_channel=per_channel)
+    scaler.save(path)
+    return scaler

@@ -3,3 +3,7 @@
 Everything is deterministic by seed and needs no download. See :mod:`shared.demo.dataset`
 for writing whole datasets to disk.
 """
+
+from shared import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

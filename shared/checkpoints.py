@@ -1,0 +1,66 @@
+"""Finding the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+
+def latest_checkpoint(folder: str | os.PathLike, prefix: str) -> str | None:
+    """Newest ``<prefix>_*epoch=<number>.pt`` written by ``monai.handlers.CheckpointSaver`` in ``folder``.
+
+    Returns:
+        Its path, or ``None`` when there is none (a fresh run).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    pattern = re.compile(rf"^{re.escape(prefix)}_.*epoch=(\d+)\.pt$")
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return str(max(found)[1]) if found else None
+
+
+def make_resumable(
+    trainer: Any,
+    save_dir: str | os.PathLike,
+    prefix: str,
+    objects: dict[str, Any],
+    map_location: Any = "cpu",
+    save_interval: int = 1,
+) -> str | None:
+    """Save ``objects`` + the trainer every ``save_interval`` epochs, and resume from the newest save.
+
+    Attaches a ``monai.handlers.CheckpointSaver`` (keeps the newest checkpoint only,
+    ``<prefix>_checkpoint_epoch=N.pt``) and, when such a file exists, a
+    ``monai.handlers.CheckpointLoader`` that restores networks, optimisers and the epoch
+    counter, so running the same command again continues where the last run stopped.
+    Lives here rather than in the configs because the checkpoint must hold the trainer
+    that its own handlers are attached to.
+
+    Returns:
+        The checkpoint resumed from, or ``None`` for a fresh run.
+    """
+    from monai.handlers import CheckpointLoader, CheckpointSaver
+
+    to_save = {**objects, "trainer": trainer}
+    resume_from = latest_checkpoint(save_dir, prefix)
+    if resume_from is not None:
+        CheckpointLoader(load_path=resume_from, load_dict=to_save, map_location=map_location).attach(trainer)
+    CheckpointSaver(
+        save_dir=str(save_dir), save_dict=to_save, file_prefix=prefix, save_interval=save_interval, n_saved=1
+    ).attach(trainer)
+    return resume_from
+
+
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """State dict saved by ``CheckpointSaver`` (``{"model": ...}`` or a bare state dict), on ``map_location``."""
+    import torch
+
+    from shared.io import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: missing model weights; train this stage first")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) and "model" in state else state

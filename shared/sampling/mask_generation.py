@@ -1,0 +1,120 @@
+"""Generating label maps with the ventricle mask LDM and writing them with a manifest and a mosaic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shared.conditions import MinMaxNormaliser, measure_ventricles
+from shared.demo.flair import mean_intensity_map
+from shared.engines.diffusion import make_context, null_context
+from shared.io import read_grid_reference, save_volume, write_csv
+from shared.latents import LatentScaler
+from shared.sampling.guidance import check_guidance_settings, sample_with_guidance
+from shared.viz import MosaicCase, save_label_mosaic
+
+MANIFEST_COLUMNS = (
+    "file",
+    "requested_c",
+    "requested_ratio",
+    "ventricle_ml",
+    "icv_ml",
+    "achieved_ratio",
+    "achieved_c",
+    "guidance_scale",
+    "num_inference_steps",
+    "seed",
+)
+
+
+@torch.no_grad()
+def latent_shape(autoencoder: torch.nn.Module, num_classes: int, shape: Sequence[int], device: Any) -> tuple[int, ...]:
+    """``(C_latent, *latent_spatial)`` the autoencoder gives for a ``num_classes`` x ``shape`` input."""
+    probe = torch.zeros(1, num_classes, *shape, device=device)
+    return tuple(autoencoder.encode_stage_2_inputs(probe).shape[1:])
+
+
+@torch.no_grad()
+def generate_label_maps(
+    autoencoder: torch.nn.Module,
+    diffusion: torch.nn.Module,
+    scheduler: Any,
+    scaler: LatentScaler,
+    normaliser: MinMaxNormaliser,
+    grid_path: str | os.PathLike,
+    class_ids: Sequence[int],
+    c_values: np.ndarray,
+    guidance_scale: float,
+    num_inference_steps: int,
+    seed: int,
+    output_dir: str | os.PathLike,
+    device: Any = "cpu",
+    batch_size: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Sample one label map per ``c``, save them, and write ``manifest.csv`` and ``mosaic.png``.
+
+    Each sample's initial noise comes from ``seed + index``, so a sample does not depend
+    on the batch size or on the other requested conditions.
+
+    Returns:
+        The manifest's path (``output_dir/manifest.csv``).
+    """
+    check_guidance_settings(guidance_scale, num_inference_steps)
+    output_dir = Path(output_dir)
+    shape, affine = read_grid_reference(grid_path)
+    ids = np.asarray(class_ids, dtype=np.int16)
+    autoencoder.eval()
+    diffusion.eval()
+    z_shape = latent_shape(autoencoder, len(ids), shape, device)
+    rows: list[dict[str, Any]] = []
+    mosaic: list[MosaicCase] = []
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    for start in tqdm(range(0, len(c_values), batch_size), desc="label maps", unit="batch", disable=not progress):
+        indices = range(start, min(start + batch_size, len(c_values)))
+        noise = torch.stack(
+            [torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + i)) for i in indices]
+        ).to(device)
+        c = torch.tensor([c_values[i] for i in indices], dtype=torch.float32, device=device)
+        context = make_context(c, torch.ones_like(c, dtype=torch.bool))
+        latents = sample_with_guidance(
+            diffusion,
+            scheduler,
+            noise,
+            context,
+            null_context(len(c), device),
+            guidance_scale,
+            num_inference_steps,
+            progress=False,
+        )
+        logits = autoencoder.decode_stage_2_outputs(scaler.inverse(latents))
+        label_maps = ids[logits.argmax(dim=1).cpu().numpy()]
+        for i, labels in zip(indices, label_maps):
+            name = f"mask_{i:04d}.nii.gz"
+            save_volume(output_dir / name, labels, affine, dtype=np.int16)
+            measures = measure_ventricles(labels, affine)
+            rows.append(
+                {
+                    "file": name,
+                    "requested_c": float(c_values[i]),
+                    "requested_ratio": float(normaliser.inverse(float(c_values[i]))),
+                    "ventricle_ml": measures.ventricle_ml,
+                    "icv_ml": measures.icv_ml,
+                    "achieved_ratio": measures.ratio,
+                    "achieved_c": normaliser.transform(measures.ratio),
+                    "guidance_scale": guidance_scale,
+                    "num_inference_steps": num_inference_steps,
+                    "seed": seed + i,
+                }
+            )
+            if len(mosaic) < 4:
+                title = f"{name} c={c_values[i]:.2f} -> {measures.ventricle_ml:.1f} mL"
+                mosaic.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
+    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+    return write_csv(output_dir / "manifest.csv", rows, MANIFEST_COLUMNS)

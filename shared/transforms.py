@@ -1,0 +1,93 @@
+"""Dictionary transforms MONAI lacks: label-set validation and the ventricle condition ``c``.
+
+Both read the file name from the MetaTensor's metadata, so their errors name the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from shared.conditions import MinMaxNormaliser, measure_ventricles
+from shared.io import InputError
+
+
+def _source(value: Any) -> str:
+    """File a MetaTensor was loaded from, or ``<memory>``."""
+    meta = getattr(value, "meta", None) or {}
+    return str(meta.get("filename_or_obj", "<memory>"))
+
+
+def _affine(value: Any) -> np.ndarray:
+    affine = getattr(value, "affine", None)
+    return np.eye(4) if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
+
+
+class CheckLabelSetd(MapTransform):
+    """Fail with ``<file>: labels outside the declared set: ...`` when a label map holds other ids.
+
+    Args:
+        keys: label-map keys.
+        allowed: the declared label ids (e.g. :data:`shared.labels.SYNTHSEG_LABEL_IDS`).
+    """
+
+    def __init__(self, keys: KeysCollection, allowed: Iterable[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.allowed = np.asarray(sorted(int(v) for v in allowed))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values = np.unique(np.asarray(torch.as_tensor(d[key]).cpu()))
+            if not np.array_equal(values, np.round(values)):
+                raise InputError(f"{_source(d[key])}: label map has non-integer values")
+            unknown = np.setdiff1d(values.astype(np.int64), self.allowed)
+            if unknown.size:
+                shown = ", ".join(str(v) for v in unknown[:10].tolist()) + (" ..." if unknown.size > 10 else "")
+                raise InputError(f"{_source(d[key])}: labels outside the declared set: {shown}")
+        return d
+
+
+class VentricleConditiond(MapTransform):
+    """Add the condition ``c`` (min-max normalised ventricle ratio) of a label map with FreeSurfer ids.
+
+    Runs before the ids are mapped to class indices. The label's affine (from its
+    MetaTensor) gives the voxel volume.
+
+    Args:
+        keys: the label-map key (one).
+        normaliser: a :class:`~shared.conditions.MinMaxNormaliser` or the path of its JSON.
+        c_key: where ``c`` goes, as a float32 tensor of shape ``(1,)``.
+        ratio_key: optional key for the raw ratio (for manifests and plots).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        normaliser: MinMaxNormaliser | str | os.PathLike,
+        c_key: str = "c",
+        ratio_key: str | None = "ratio",
+    ) -> None:
+        super().__init__(keys)
+        self.normaliser = normaliser if isinstance(normaliser, MinMaxNormaliser) else MinMaxNormaliser.load(normaliser)
+        self.c_key, self.ratio_key = c_key, ratio_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            labels = np.asarray(torch.as_tensor(d[key]).cpu())
+            labels = labels[0] if labels.ndim == 4 else labels
+            try:
+                ratio = measure_ventricles(labels, _affine(d[key])).ratio
+            except ValueError as error:
+                raise InputError(f"{_source(d[key])}: {error}") from error
+            d[self.c_key] = torch.tensor([self.normaliser.transform(ratio)], dtype=torch.float32)
+            if self.ratio_key:
+                d[self.ratio_key] = torch.tensor([ratio], dtype=torch.float32)
+        return d
