@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def _checkpoint_pattern(prefix: str) -> re.Pattern[str]:
+    """File names of ``CheckpointSaver``'s interval checkpoints: ``<prefix>_checkpoint_epoch=N.pt``."""
+    return re.compile(rf"^{re.escape(prefix)}_.*epoch=(\d+)\.pt$")
+
+
 def latest_checkpoint(folder: str | os.PathLike, prefix: str) -> str | None:
     """Newest ``<prefix>_*epoch=<number>.pt`` written by ``monai.handlers.CheckpointSaver`` in ``folder``.
 
@@ -17,7 +22,7 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    pattern = re.compile(rf"^{re.escape(prefix)}_.*epoch=(\d+)\.pt$")
+    pattern = _checkpoint_pattern(prefix)
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return str(max(found)[1]) if found else None
 
@@ -51,7 +56,20 @@ def make_resumable(
     CheckpointSaver(
         save_dir=str(save_dir), save_dict=to_save, file_prefix=prefix, save_interval=save_interval, n_saved=1
     ).attach(trainer)
+    if resume_from is not None:  # the new saver does not know the previous run's file: drop it once superseded
+        from ignite.engine import Events
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: prune_older_checkpoints(save_dir, prefix))
     return resume_from
+
+
+def prune_older_checkpoints(folder: str | os.PathLike, prefix: str) -> None:
+    """Delete every ``<prefix>_*epoch=N.pt`` in ``folder`` but the newest."""
+    newest = latest_checkpoint(folder, prefix)
+    pattern = _checkpoint_pattern(prefix)
+    for path in Path(folder).iterdir():
+        if pattern.match(path.name) and str(path) != newest:
+            path.unlink(missing_ok=True)
 
 
 def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""The ventricle_mask_ldm bundle run as users run it: `python -m monai.bundle run` from its folder.
+
+A copy of the bundle's configs runs in a temporary folder on tiny demo data (32^3), so the
+repository is never written to. One module-scoped training run (autoencoder, then diffusion)
+serves the inference and error tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from shared.demo.dataset import write_brain_dataset
+from shared.io import read_csv, read_json
+from shared.labels import SYNTHSEG_LABEL_IDS
+
+BUNDLE = ROOT / "bundles" / "ventricle_mask_ldm"
+DEMO = "configs/presets/demo.yaml"
+TINY = ["--autoencoder_channels", "[8,8,8]", "--diffusion_channels", "[8,8,8]", "--diffusion_head_channels", "[0,0,8]"]
+
+
+def bundle_run(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def copy_bundle(target: Path) -> Path:
+    shutil.copytree(BUNDLE / "configs", target / "configs")
+    return target
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A bundle copy with both stages trained for one epoch on six tiny demo brains."""
+    root = tmp_path_factory.mktemp("mask_bundle")
+    datalist = write_brain_dataset(root / "data", n_cases=6, shape=(32, 32, 32), validation_fraction=0.34)
+    folder = copy_bundle(root / "bundle")
+    common = ["--datalist", str(datalist), *TINY]
+    done = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *common, "--autoencoder_epochs", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = bundle_run(
+        folder,
+        ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml", DEMO],
+        *common,
+        "--diffusion_epochs",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+def test_training_saves_weights_and_the_statistics_inference_needs(trained):
+    models = trained / "models"
+    for name in ("model_autoencoder.pt", "model.pt", "ventricle_normaliser.json", "latent_scaler.json", "grid.json"):
+        assert (models / name).is_file(), name
+    normaliser = read_json(models / "ventricle_normaliser.json")
+    assert 0 < normaliser["minimum"] < normaliser["maximum"] < 1
+    assert read_json(models / "grid.json")["shape"] == [32, 32, 32]
+    assert (trained / "eval").is_dir()  # TensorBoard events
+
+
+def test_inference_writes_label_maps_manifest_and_mosaic(trained):
+    done = bundle_run(
+        trained,
+        ["configs/inference.yaml", DEMO],
+        *TINY,
+        "--num_samples",
+        "2",
+        "--num_inference_steps",
+        "2",
+        "--conditions",
+        "[0.1,1.4]",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = trained / "generated"
+    rows = read_csv(out / "manifest.csv")
+    assert [r["file"] for r in rows] == ["mask_0000.nii.gz", "mask_0001.nii.gz"]
+    assert [float(r["requested_c"]) for r in rows] == [0.1, 1.4]
+    assert "outside the training range" in done.stdout + done.stderr  # c = 1.4 extrapolates
+    grid = read_json(trained / "models" / "grid.json")
+    image = nib.load(str(out / "mask_0000.nii.gz"))
+    np.testing.assert_allclose(image.affine, np.asarray(grid["affine"]), atol=1e-5)
+    assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= set(SYNTHSEG_LABEL_IDS)
+    assert float(rows[0]["ventricle_ml"]) >= 0 and (out / "mosaic.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--guidance_scale", "-1"], "guidance_scale: must be >= 0, got -1"),
+        (["--num_inference_steps", "0"], "num_inference_steps: expected an integer >= 1, got 0"),
+        (["--conditions", "[0.5,'big']"], "conditions: c values must be numbers, got 'big'"),
+    ],
+)
+def test_inference_refuses_bad_settings(trained, overrides, message):
+    done = bundle_run(trained, ["configs/inference.yaml", DEMO], *TINY, "--num_samples", "1", *overrides)
+    assert done.returncode != 0 and message in done.stderr
+
+
+def test_inference_refuses_to_run_without_saved_statistics(trained, tmp_path):
+    folder = copy_bundle(tmp_path)
+    shutil.copytree(trained / "models", folder / "models")
+    (folder / "models" / "ventricle_normaliser.json").unlink()
+    done = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, "--num_samples", "1")
+    assert done.returncode != 0
+    assert "ventricle_normaliser.json: missing; train both stages first" in done.stderr
+
+
+def test_unknown_labels_in_training_data_are_named(tmp_path):
+    datalist = write_brain_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 32), validation_fraction=0.34)
+    bad = tmp_path / "data" / "labels" / "brain_001.nii.gz"
+    image = nib.load(str(bad))
+    labels = np.asarray(image.dataobj).copy()
+    labels[0, 0, 0] = 99
+    nib.save(nib.Nifti1Image(labels, image.affine), str(bad))
+    done = bundle_run(
+        copy_bundle(tmp_path / "bundle"),
+        ["configs/train_autoencoder.yaml", DEMO],
+        "--datalist",
+        str(datalist),
+        *TINY,
+        "--autoencoder_epochs",
+        "1",
+    )
+    assert done.returncode != 0
+    assert f"{bad}: labels outside the declared set: 99" in done.stderr
+
+
+def test_training_resumes_from_its_last_checkpoint(tmp_path):
+    datalist = write_brain_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 32), validation_fraction=0.34)
+    folder = copy_bundle(tmp_path / "bundle")
+    args = ["--datalist", str(datalist), *TINY, "--val_interval", "10"]
+    first = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *args, "--autoencoder_epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").is_file()
+    second = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *args, "--autoencoder_epochs", "2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert "Restored all variables from" in log and "Epoch[1]" not in log.split("Restored all variables from")[1]
+    assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
+    assert not (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").exists()
