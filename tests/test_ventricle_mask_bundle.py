@@ -50,7 +50,17 @@ def trained(tmp_path_factory) -> Path:
     datalist = write_brain_dataset(root / "data", n_cases=6, shape=(32, 32, 32), validation_fraction=0.34)
     folder = copy_bundle(root / "bundle")
     common = ["--datalist", str(datalist), *TINY]
-    done = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *common, "--autoencoder_epochs", "1")
+    done = bundle_run(
+        folder,
+        ["configs/train_autoencoder.yaml", DEMO],
+        *common,
+        "--autoencoder_epochs",
+        "2",
+        "--val_interval",
+        "1",
+        "--tracking",
+        "mlflow",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     done = bundle_run(
         folder,
@@ -71,6 +81,19 @@ def test_training_saves_weights_and_the_statistics_inference_needs(trained):
     assert 0 < normaliser["minimum"] < normaliser["maximum"] < 1
     assert read_json(models / "grid.json")["shape"] == [32, 32, 32]
     assert (trained / "eval").is_dir()  # TensorBoard events
+
+
+def test_mlflow_tracking_records_losses_and_validation_dice(trained):
+    import mlflow
+    from monai.utils import path_to_sqlite_uri
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments])
+    assert len(runs) == 1
+    losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
+    assert len(losses) >= 2 and all(np.isfinite(m.value) for m in losses)
+    assert 0.0 <= runs[0].data.metrics["val_label_dice"] <= 1.0
 
 
 def test_inference_writes_label_maps_manifest_and_mosaic(trained):
