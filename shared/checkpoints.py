@@ -53,6 +53,10 @@ def make_resumable(
     resume_from = latest_checkpoint(save_dir, prefix)
     if resume_from is not None:
         CheckpointLoader(load_path=resume_from, load_dict=to_save, map_location=map_location).attach(trainer)
+    from shared.distributed import is_rank_zero
+
+    if not is_rank_zero():  # under torchrun only rank 0 writes checkpoints
+        return resume_from
     CheckpointSaver(
         save_dir=str(save_dir), save_dict=to_save, file_prefix=prefix, save_interval=save_interval, n_saved=1
     ).attach(trainer)

@@ -9,7 +9,7 @@ standardisation (``per_channel=True``) is available as a switch.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,27 +81,27 @@ class LatentScaler:
 @torch.no_grad()
 def fit_or_load_scaler(
     autoencoder: torch.nn.Module,
-    dataloader: Iterable[dict[str, Any]],
+    dataset: Sequence[dict[str, Any]],
     path: str | os.PathLike,
     device: torch.device | str = "cpu",
     per_channel: bool = False,
-    max_batches: int = 8,
+    max_items: int = 16,
     image_key: str = "image",
 ) -> LatentScaler:
-    """The scaler saved at ``path``, or one fitted on up to ``max_batches`` encoded batches and saved there.
+    """The scaler saved at ``path``, or one fitted on the first ``max_items`` encoded items and saved there.
 
-    Loading when present keeps a resumed diffusion training on the same latent scale.
+    Loading when present keeps a resumed training on the same latent scale. Fitting reads the
+    dataset itself (not a loader), so every process of a multi-process run fits the same scaler.
     """
     if Path(path).is_file():
         return LatentScaler.load(path)
-    autoencoder.eval()
-    latents = []
-    for index, batch in enumerate(dataloader):
-        if index >= max_batches:
-            break
-        latents.append(autoencoder.encode_stage_2_inputs(batch[image_key].to(device)).cpu())
-    if not latents:
+    if len(dataset) == 0:
         raise InputError(f"{path}: no training data to fit the latent scaler on")
+    autoencoder.eval()
+    latents = [
+        autoencoder.encode_stage_2_inputs(torch.as_tensor(dataset[i][image_key])[None].to(device)).cpu()
+        for i in range(min(max_items, len(dataset)))
+    ]
     scaler = LatentScaler.fit(torch.cat(latents), per_channel=per_channel)
     scaler.save(path)
     return scaler

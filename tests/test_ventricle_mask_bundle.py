@@ -176,3 +176,63 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
     assert "Restored all variables from" in log and "Epoch[1]" not in log.split("Restored all variables from")[1]
     assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
     assert not (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").exists()
+
+
+def torchrun(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]  # fmt: skip
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_multi_gpu_overlays_run_under_torchrun_with_two_cpu_processes(trained, tmp_path):
+    datalist = str(trained.parent / "data" / "datalist.json")
+    folder = copy_bundle(tmp_path)
+    done = torchrun(
+        folder,
+        ["configs/train_autoencoder.yaml", DEMO, "configs/multi_gpu_train_autoencoder.yaml"],
+        "--datalist",
+        datalist,
+        *TINY,
+        "--autoencoder_epochs",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "models" / "model_autoencoder.pt").is_file()
+    done = torchrun(
+        folder,
+        [
+            "configs/train_autoencoder.yaml",
+            "configs/train_diffusion.yaml",
+            DEMO,
+            "configs/multi_gpu_train_diffusion.yaml",
+        ],
+        "--datalist",
+        datalist,
+        *TINY,
+        "--diffusion_epochs",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "models" / "model.pt").is_file() and (folder / "models" / "latent_scaler.json").is_file()
+
+
+def test_evaluation_writes_figure3_tables_and_spearman_per_guidance_scale(trained, tmp_path):
+    folder = copy_bundle(tmp_path)
+    shutil.copytree(trained / "models", folder / "models")
+    done = bundle_run(
+        folder, ["configs/inference.yaml", "configs/evaluate.yaml", DEMO], *TINY,
+        "--real_datalist", str(trained.parent / "data" / "datalist.json"), "--c_grid", "[0.0,1.5]",
+        "--guidance_scales", "[1.0,4.0]", "--samples_per_c", "1", "--num_inference_steps", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = folder / "eval" / "figure3"
+    assert [r["G"] for r in read_csv(out / "spearman.csv")] == ["1.0", "4.0"]
+    table = read_csv(out / "figure3.csv")
+    assert [(r["G"], r["c"], r["n"]) for r in table] == [
+        ("1.0", "0.0", "1"),
+        ("1.0", "1.5", "1"),
+        ("4.0", "0.0", "1"),
+        ("4.0", "1.5", "1"),
+    ]
+    assert (out / "figure3.png").is_file() and (out / "G4" / "manifest.csv").is_file()
