@@ -1,0 +1,65 @@
+"""Build a bundle's networks at their paper-size defaults, print parameter counts, time one forward pass.
+
+Usage (from the project root)::
+
+    python scripts/paper_size_check.py ventricle_mask_ldm                  # counts + forward at 96x112x96
+    python scripts/paper_size_check.py ventricle_mask_ldm --forward False  # counts only
+    python scripts/paper_size_check.py ventricle_mask_ldm --device cuda
+
+Networks come from the bundle's own training configs (no preset), so the figures describe what
+the bundle really trains. A forward pass of the mask LDM at paper size needs about 6 GB of RAM
+and ~30 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from shared.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_CONFIGS = {"ventricle_mask_ldm": ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml"]}
+
+
+def _count(network: torch.nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
+    """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size."""
+    bundle = ROOT / "bundles" / "ventricle_mask_ldm"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / name) for name in STAGE_CONFIGS["ventricle_mask_ldm"]])
+    autoencoder = parser.get_parsed_content("autoencoder_def").to(device).eval()
+    unet = parser.get_parsed_content("network_def").to(device).eval()
+    num_classes = parser.get_parsed_content("num_classes")
+    report: dict = {
+        "autoencoder_parameters": _count(autoencoder),
+        "diffusion_unet_parameters": _count(unet),
+    }
+    print(f"autoencoder (AutoencoderKL): {report['autoencoder_parameters'] / 1e6:.1f} M parameters")
+    print(f"diffusion UNet (DiffusionModelUNet): {report['diffusion_unet_parameters'] / 1e6:.1f} M parameters")
+    if forward:
+        with torch.no_grad():
+            labels = torch.zeros(1, num_classes, *shape, device=device)
+            labels[:, 0] = 1
+            start = time.perf_counter()
+            z = autoencoder.encode_stage_2_inputs(labels)
+            logits = autoencoder.decode_stage_2_outputs(z)
+            report["autoencoder_forward_s"] = round(time.perf_counter() - start, 2)
+            context = torch.tensor([[[0.5, 1.0]]], device=device)
+            start = time.perf_counter()
+            eps = unet(z, timesteps=torch.tensor([500], device=device), context=context)
+            report["unet_forward_s"] = round(time.perf_counter() - start, 2)
+        seconds_ae, seconds_unet = report["autoencoder_forward_s"], report["unet_forward_s"]
+        print(f"autoencoder {tuple(labels.shape)} -> {tuple(z.shape)} -> {tuple(logits.shape)}: {seconds_ae} s")
+        print(f"diffusion UNet forward {tuple(eps.shape)}: {seconds_unet} s")
+    return report
+
+
+if __name__ == "__main__":
+    run_cli({"ventricle_mask_ldm": ventricle_mask_ldm})
