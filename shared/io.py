@@ -72,15 +72,6 @@ def has_volume_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(VOLUME_SUFFIXES)
 
 
-def strip_volume_suffix(path: str | os.PathLike) -> str:
-    """File name without its volume ending: ``sub-001_flair.nii.gz`` -> ``sub-001_flair``."""
-    name = Path(path).name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def load_volume(path: str | os.PathLike) -> Volume:
     """Read a 3D NIfTI/MGZ volume and check it is usable.
 

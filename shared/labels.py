@@ -61,11 +61,6 @@ CSF_LABEL_ID: Final[int] = 24
 BACKGROUND_LABEL_ID: Final[int] = 0
 
 
-def label_name(label_id: int) -> str:
-    """Name of a SynthSeg label id, or ``"label-<id>"`` for ids outside the class list."""
-    return SYNTHSEG_CLASSES.get(int(label_id), f"label-{int(label_id)}")
-
-
 def ventricle_mask(label_map: np.ndarray) -> np.ndarray:
     """Boolean mask of the ventricular system; same shape as ``label_map``."""
     return np.isin(label_map, VENTRICLE_LABEL_IDS)
