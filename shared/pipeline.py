@@ -20,6 +20,7 @@ import numpy as np
 
 from shared.condition_tables import TUMOURS, VENTRICLES
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+from shared.demo.grid import make_grid
 from shared.io import InputError, atomic_path, read_csv, read_datalist, read_json, write_csv, write_json
 from shared.viz import save_conditions_summary
 
@@ -54,6 +55,7 @@ class StageRunner:
             logger.info("[%s] already done, skipped", name)
             return False
         logger.info("[%s] running", name)
+        (self.marker_dir / f"{name}.json").unlink(missing_ok=True)  # an interrupted rerun must not look done
         start = time.perf_counter()
         action()
         seconds = time.perf_counter() - start
@@ -152,6 +154,7 @@ def run_demo_pipeline(
     skipped when run again with the same parameters.
     """
     output_dir = Path(output_dir)
+    make_grid(shape, spacing)  # validate before anything is written
     runner = StageRunner(output_dir, force=force)
     data = dict(
         shape=[int(n) for n in shape],

@@ -123,6 +123,16 @@ def test_cube_sphericity_is_that_of_a_cube(side):
     assert tumour_features(mask)[2] == pytest.approx(expected, rel=0.05)
 
 
+def test_small_masks_never_crash_and_stay_at_most_one():
+    specks = np.zeros((10, 10, 10), dtype=bool)
+    specks[2, 2, 2] = specks[7, 7, 7] = True  # isolated voxels vanish under the smoothing
+    features = tumour_features(specks)
+    assert features[0] == 2 and features[1] > 0 and 0 < features[2] <= 1
+    small_cube = np.zeros((12, 12, 12), dtype=bool)
+    small_cube[3:9, 3:9, 3:9] = True
+    assert tumour_features(small_cube)[2] < tumour_features(_ball(3))[2] <= 1.0
+
+
 def test_centre_and_bbox_are_exact_for_an_axis_aligned_box():
     mask = np.zeros((40, 50, 60), dtype=bool)
     mask[10:20, 5:9, 30:40] = True

@@ -155,3 +155,25 @@ def test_monai_reads_the_datalist(tmp_path):
     datalist = write_tumour_dataset(tmp_path, n_cases=3, shape=(32, 32, 32))
     items = load_decathlon_datalist(str(datalist), data_list_key="training")
     assert [i["image"] for i in items] == [i["image"] for i in read_datalist(datalist, ["training"])]
+
+
+def test_rewriting_a_dataset_removes_cases_of_an_earlier_larger_run(tmp_path):
+    write_brain_dataset(tmp_path, n_cases=4, shape=(32, 32, 32))
+    write_brain_dataset(tmp_path, n_cases=2, shape=(32, 32, 32))
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["brain_000.nii.gz", "brain_001.nii.gz"]
+    assert len(read_datalist(tmp_path / "datalist.json")) == 2
+
+
+def test_stage_runner_forgets_a_stage_while_it_reruns(tmp_path):
+    from shared.pipeline import StageRunner
+
+    runner = StageRunner(tmp_path)
+    runner.run("stage", {"n": 1}, lambda: None)
+    assert runner.is_done("stage", {"n": 1})
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("stage", {"n": 2}, interrupted)
+    assert not runner.is_done("stage", {"n": 1}) and not runner.is_done("stage", {"n": 2})

@@ -127,6 +127,14 @@ def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     third = run_script("run_pipeline.py", *args)
     assert third.returncode == 0 and third.stderr.count("already done, skipped") == 3
     assert "[conditions] running" in third.stderr
+    # An interrupted rerun with other parameters leaves no marker that claims the old stage is done.
+    (out / ".stages" / "demo_brains.json").write_text('{"params": {"stale": true}}')
     # Changed parameters rerun the stages they affect.
     fourth = run_script("run_pipeline.py", *args[:-1], "40,40,40")
     assert fourth.returncode == 0 and "already done" not in fourth.stderr
+
+
+def test_pipeline_rejects_a_bad_grid_before_writing_anything(tmp_path):
+    done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--shape", "abc")
+    assert done.returncode == 2 and "error: grid shape" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

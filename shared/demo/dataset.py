@@ -28,7 +28,7 @@ from shared.demo.anatomy import (
 )
 from shared.demo.flair import draw_rendering, render_flair
 from shared.demo.grid import Grid, make_grid
-from shared.demo.tumour import DEFAULT_RADIUS_RANGE_MM, generate_tumour_case
+from shared.demo.tumour import DEFAULT_RADIUS_RANGE_MM, check_radius_range, generate_tumour_case
 from shared.io import InputError, save_volume, write_datalist, write_json
 from shared.labels import SYNTHSEG_CLASSES
 from shared.viz import MosaicCase, save_label_mosaic
@@ -77,6 +77,11 @@ def _write_dataset(
     Returns:
         The datalist path, written last so that its presence means the dataset is complete.
     """
+    # The datalist marks a complete dataset: remove it (and cases of an earlier, larger run) first.
+    (output_dir / "datalist.json").unlink(missing_ok=True)
+    for folder in ("images", "labels"):
+        for stale in (output_dir / folder).glob(f"{prefix}_*.nii.gz"):
+            stale.unlink()
     items: list[dict[str, Any]] = []
     mosaic: list[MosaicCase] = []
     for index in tqdm(range(n_cases), desc=f"demo {prefix}s", unit="case", disable=None):
@@ -128,7 +133,10 @@ def write_brain_dataset(
     output_dir = Path(output_dir)
     n_validation = _check_counts(n_cases, validation_fraction)
     grid = make_grid(shape, spacing)
-    low, high = (float(v) for v in enlargement_range)
+    try:
+        low, high = (float(v) for v in enlargement_range)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"enlargement range: expected two numbers, got {enlargement_range!r}") from error
     if not 0 < low <= high:
         raise InputError(f"enlargement range: expected 0 < low <= high, got {tuple(enlargement_range)!r}")
 
@@ -175,6 +183,7 @@ def write_tumour_dataset(
     output_dir = Path(output_dir)
     n_validation = _check_counts(n_cases, validation_fraction)
     grid = make_grid(shape, spacing)
+    radius_range_mm = check_radius_range(radius_range_mm)
 
     def make_case(index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         case = generate_tumour_case(grid, seed, index, radius_range_mm, centre_fraction)

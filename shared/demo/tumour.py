@@ -52,7 +52,7 @@ class TumourCase:
     centre_voxel: tuple[int, int, int]
 
 
-def _check_radius_range(radius_range_mm: Sequence[float]) -> tuple[float, float]:
+def check_radius_range(radius_range_mm: Sequence[float]) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in radius_range_mm)
     except (TypeError, ValueError) as error:
@@ -99,7 +99,7 @@ def generate_tumour_case(
         centre_fraction: fixed centre as fractions of the grid per axis (must fall in
             cerebral white matter); ``None`` draws a white-matter voxel.
     """
-    low, high = _check_radius_range(radius_range_mm)
+    low, high = check_radius_range(radius_range_mm)
     labels, _ = generate_label_map(
         grid, seed, index, enlargement_range=TUMOUR_HOST_ENLARGEMENT_RANGE, stream=TUMOUR_STREAM
     )
