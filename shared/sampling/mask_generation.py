@@ -76,6 +76,7 @@ def generate_label_maps(
     rows: list[dict[str, Any]] = []
     mosaic: list[MosaicCase] = []
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    requested_ratios = np.atleast_1d(normaliser.inverse(np.asarray(c_values, dtype=np.float64)))
     for start in tqdm(range(0, len(c_values), batch_size), desc="label maps", unit="batch", disable=not progress):
         indices = range(start, min(start + batch_size, len(c_values)))
         noise = torch.stack(
@@ -103,7 +104,7 @@ def generate_label_maps(
                 {
                     "file": name,
                     "requested_c": float(c_values[i]),
-                    "requested_ratio": float(normaliser.inverse(float(c_values[i]))),
+                    "requested_ratio": float(requested_ratios[i]),
                     "ventricle_ml": measures.ventricle_ml,
                     "icv_ml": measures.icv_ml,
                     "achieved_ratio": measures.ratio,
