@@ -83,13 +83,21 @@ def test_training_saves_weights_and_the_statistics_inference_needs(trained):
     assert (trained / "eval").is_dir()  # TensorBoard events
 
 
-def test_mlflow_tracking_records_losses_and_validation_dice(trained):
+def mlflow_client(folder: Path):
+    """A client on the bundle's tracking store (``eval/mlruns.db``, shared by training and inference)."""
     import mlflow
     from monai.utils import path_to_sqlite_uri
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments])
+    return mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(folder / "eval" / "mlruns.db")))
+
+
+def all_experiment_ids(client) -> list[str]:
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def test_mlflow_tracking_records_losses_and_validation_dice(trained):
+    client = mlflow_client(trained)
+    runs = [r for r in client.search_runs(all_experiment_ids(client)) if "train_loss" in r.data.metrics]
     assert len(runs) == 1
     losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
     assert len(losses) >= 2 and all(np.isfinite(m.value) for m in losses)
@@ -107,6 +115,8 @@ def test_inference_writes_label_maps_manifest_and_mosaic(trained):
         "2",
         "--conditions",
         "[0.1,1.4]",
+        "--tracking",
+        "mlflow",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = trained / "generated"
@@ -119,6 +129,37 @@ def test_inference_writes_label_maps_manifest_and_mosaic(trained):
     np.testing.assert_allclose(image.affine, np.asarray(grid["affine"]), atol=1e-5)
     assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= set(SYNTHSEG_LABEL_IDS)
     assert float(rows[0]["ventricle_ml"]) >= 0 and (out / "mosaic.png").is_file()
+    # --tracking mlflow: summary metrics, and the mosaic and manifest as artifacts, in the training store
+    client = mlflow_client(trained)
+    runs = [r for r in client.search_runs(all_experiment_ids(client)) if "num_samples" in r.data.metrics]
+    assert len(runs) == 1 and runs[0].data.metrics["num_samples"] == 2.0
+    mean_ml = np.mean([float(r["ventricle_ml"]) for r in rows])
+    assert runs[0].data.metrics["mean_ventricle_ml"] == pytest.approx(mean_ml)
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"mosaic.png", "manifest.csv"} <= artifacts
+    local = Path(client.download_artifacts(runs[0].info.run_id, "mosaic.png", str(out.parent / "downloaded")))
+    assert local.read_bytes() == (out / "mosaic.png").read_bytes()
+
+
+def test_balance_conditions_draws_every_c_bin_equally_often(trained):
+    from monai.bundle import ConfigParser
+    from torch.utils.data import WeightedRandomSampler
+
+    def dataloader(balance: bool):
+        parser = ConfigParser()
+        stages = ("configs/train_autoencoder.yaml", "configs/train_diffusion.yaml", DEMO)
+        parser.read_config([str(trained / c) for c in stages])
+        parser.update({"bundle_root": str(trained), "datalist": str(trained.parent / "data" / "datalist.json")})
+        parser.update({"balance_conditions": balance})
+        return parser.get_parsed_content("diffusion_dataloader")
+
+    assert dataloader(False).sampler.__class__.__name__ == "RandomSampler"  # plain shuffling
+    loader = dataloader(True)
+    assert isinstance(loader.sampler, WeightedRandomSampler)
+    bins = np.floor(np.array([float(item["c"]) for item in loader.dataset]) / 0.1).astype(int)
+    weights = loader.sampler.weights.numpy()
+    per_bin = [weights[bins == b].sum() for b in np.unique(bins)]
+    assert len(per_bin) >= 2 and np.allclose(per_bin, per_bin[0])  # every occupied bin equally likely
 
 
 @pytest.mark.parametrize(
@@ -212,6 +253,8 @@ def test_multi_gpu_overlays_run_under_torchrun_with_two_cpu_processes(trained, t
         *TINY,
         "--diffusion_epochs",
         "1",
+        "--balance_conditions",
+        "true",  # DistributedWeightedRandomSampler across the two ranks
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "models" / "model.pt").is_file() and (folder / "models" / "latent_scaler.json").is_file()

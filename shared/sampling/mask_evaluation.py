@@ -94,3 +94,8 @@ def evaluate_guidance(
     plt.close(fig)
     write_csv(output_dir / "figure3.csv", table, ["G", "c", "n", "mean_ml", "sd_ml"])
     return write_csv(output_dir / "spearman.csv", correlations, ["G", "rho", "p_value", "n"])
+
+
+def spearman_metrics(spearman_csv: str | os.PathLike) -> dict[str, float]:
+    """``{"spearman_rho_G<g>": rho}`` from ``spearman.csv``, for trackers."""
+    return {f"spearman_rho_G{float(r['G']):g}": float(r["rho"]) for r in read_csv(spearman_csv)}

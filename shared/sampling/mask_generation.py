@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from shared.conditions import MinMaxNormaliser, measure_ventricles
 from shared.demo.flair import mean_intensity_map
 from shared.engines.diffusion import make_context, null_context
-from shared.io import read_grid_reference, save_volume, write_csv
+from shared.io import read_csv, read_grid_reference, save_volume, write_csv
 from shared.latents import LatentScaler
 from shared.sampling.guidance import check_guidance_settings, sample_with_guidance
 from shared.viz import MosaicCase, save_label_mosaic
@@ -119,3 +119,15 @@ def generate_label_maps(
                 mosaic.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
     save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
     return write_csv(output_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
+
+
+def manifest_metrics(manifest: str | os.PathLike) -> dict[str, float]:
+    """Summary numbers of a generation manifest, for trackers: sample count, mean volume, mean |c error|."""
+    rows = read_csv(manifest)
+    volumes = np.array([float(r["ventricle_ml"]) for r in rows])
+    c_errors = np.array([abs(float(r["achieved_c"]) - float(r["requested_c"])) for r in rows])
+    return {
+        "num_samples": float(len(rows)),
+        "mean_ventricle_ml": float(volumes.mean()) if rows else float("nan"),
+        "mean_abs_c_error": float(c_errors.mean()) if rows else float("nan"),
+    }
