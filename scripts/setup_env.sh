@@ -10,7 +10,15 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   echo "error: $("$python" --version 2>&1) is too old; set PYTHON to a Python 3.10+ interpreter" >&2
   exit 1
 fi
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# Reuse .venv only if it is whole and made by the same Python (a half-created venv, or one from
+# another interpreter, is recreated).
+want_version=$("$python" -c 'import sys; print(*sys.version_info[:2], sep=".")')
+have_version=$(.venv/bin/python -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null || true)
+if [ "$have_version" != "$want_version" ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  [ -e .venv ] && echo "Recreating .venv (incomplete, or not made by Python $want_version) ..." >&2
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
 
 stamp=.venv/.requirements.sha256
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
