@@ -92,6 +92,8 @@ def load_volume(path: str | os.PathLike) -> Volume:
     try:
         image = nib.load(str(path))
         array = np.asarray(image.dataobj)
+    except PermissionError as error:
+        raise InputError(f"{path}: cannot read volume, permission denied") from error
     except Exception as error:  # nibabel raises many types for corrupt / truncated data
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: cannot read volume, file is corrupt or truncated ({reason})") from error
@@ -227,9 +229,13 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not valid JSON (not UTF-8 text)") from error
+    except PermissionError as error:
+        raise InputError(f"{path}: cannot read, permission denied") from error
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:

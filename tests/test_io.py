@@ -18,6 +18,7 @@ from shared.io import (
     load_pair,
     load_volume,
     read_datalist,
+    read_json,
     resolve_volume_inputs,
     save_volume,
     write_json,
@@ -172,3 +173,28 @@ def test_gzip_header_only_is_truncated(tmp_path):
         handle.write(b"")
     with pytest.raises(InputError, match="empty.nii.gz: cannot read volume"):
         load_volume(path)
+
+
+def test_unreadable_files_say_permission_denied(tmp_path, monkeypatch):
+    # the suite may run as root, which reads any file: simulate the refusal at the open call
+    volume = save_nifti(tmp_path / "locked.nii.gz", np.zeros((4, 4, 4), dtype=np.int16))
+    (tmp_path / "locked.json").write_text("{}")
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(nib, "load", refuse)
+    monkeypatch.setattr(type(tmp_path), "read_text", refuse)
+    with pytest.raises(InputError) as error:
+        load_volume(volume)
+    assert _one_line(error) == f"{volume}: cannot read volume, permission denied"
+    with pytest.raises(InputError) as error:
+        read_json(tmp_path / "locked.json")
+    assert _one_line(error) == f"{tmp_path / 'locked.json'}: cannot read, permission denied"
+
+
+def test_json_that_is_not_utf8_text_is_named(tmp_path):
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InputError) as error:
+        read_json(tmp_path / "binary.json")
+    assert _one_line(error) == f"{tmp_path / 'binary.json'}: not valid JSON (not UTF-8 text)"
