@@ -299,6 +299,9 @@ def read_datalist(path: str | os.PathLike, sections: Sequence[str] | None = None
         path: the datalist JSON.
         sections: which lists to read (e.g. ``["training"]``); ``None`` reads every
             top-level list of items.
+
+    A bare string item (the ``test`` list of a Medical Segmentation Decathlon
+    ``dataset.json``) stands for ``{"image": <path>}``, as in MONAI.
     """
     path = Path(path)
     content = read_json(path)
@@ -310,6 +313,8 @@ def read_datalist(path: str | os.PathLike, sections: Sequence[str] | None = None
         if name not in content:
             raise InputError(f"{path}: datalist has no section '{name}'")
         for index, item in enumerate(content[name]):
+            if isinstance(item, str):
+                item = {"image": item}
             if not isinstance(item, dict):
                 raise InputError(f"{path}: item {index} of '{name}' is not an object")
             resolved = dict(item)
@@ -333,7 +338,14 @@ def resolve_volume_inputs(source: str | os.PathLike, key: str = "label") -> list
     if source.is_dir():
         return list_volumes(source)
     if source.suffix.lower() == ".json":
-        items = read_datalist(source)
+        content = read_json(source)
+        # sections none of whose items has the key (e.g. an unlabelled "test" list) are not inputs
+        sections = [
+            name
+            for name, value in (content.items() if isinstance(content, dict) else [])
+            if isinstance(value, list) and any(isinstance(item, dict) and key in item for item in value)
+        ]
+        items = read_datalist(source, sections or None)
         missing = [i for i, item in enumerate(items) if key not in item]
         if missing:
             raise InputError(f"{source}: datalist item {missing[0]} has no '{key}' field")

@@ -198,3 +198,16 @@ def test_json_that_is_not_utf8_text_is_named(tmp_path):
     with pytest.raises(InputError) as error:
         read_json(tmp_path / "binary.json")
     assert _one_line(error) == f"{tmp_path / 'binary.json'}: not valid JSON (not UTF-8 text)"
+
+
+def test_decathlon_dataset_json_with_an_unlabelled_test_list(tmp_path, label_volume):
+    save_nifti(tmp_path / "labelsTr" / "case_0.nii.gz", label_volume)
+    save_nifti(tmp_path / "imagesTs" / "case_1.nii.gz", label_volume.astype(np.float32))
+    write_json(
+        tmp_path / "dataset.json",
+        {"training": [{"image": "./imagesTr/case_0.nii.gz", "label": "./labelsTr/case_0.nii.gz"}],
+         "test": ["./imagesTs/case_1.nii.gz"]},
+    )  # fmt: skip
+    items = read_datalist(tmp_path / "dataset.json")
+    assert items[1] == {"image": str((tmp_path / "imagesTs" / "case_1.nii.gz").resolve())}
+    assert resolve_volume_inputs(tmp_path / "dataset.json") == [(tmp_path / "labelsTr" / "case_0.nii.gz").resolve()]
