@@ -80,12 +80,14 @@ def measure_tumour_rows(files: Sequence[Path]) -> list[dict[str, Any]]:
     """Raw tumour features of every mask (voxels ``> 0`` are tumour).
 
     Volume and surface area are in voxel units of each mask's own grid (SPEC section 1:
-    features on the working grid); ``volume_ml`` is added for reading. Empty masks give
-    the all-zero vector, with a warning.
+    features on the working grid); ``volume_ml`` is added for reading. Centre and bounding
+    box are taken on the RAS-reoriented grid (x: left -> right, y: posterior -> anterior,
+    z: inferior -> superior) whatever the file's orientation. Empty masks give the
+    all-zero vector, with a warning.
     """
     rows: list[dict[str, Any]] = []
     for path in tqdm(files, desc="tumour features", unit="file", disable=None):
-        volume = load_label_map(path)
+        volume = load_label_map(path).to_ras()
         features = tumour_features(volume.array)
         if features[0] == 0:
             logger.warning("%s: empty tumour mask; its features are all zero", path)

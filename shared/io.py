@@ -61,6 +61,19 @@ class Volume:
         """Volume of one voxel in mm^3."""
         return voxel_volume_mm3(self.affine)
 
+    def to_ras(self) -> Volume:
+        """The same volume with its array axes flipped/permuted to the closest RAS orientation.
+
+        Array-index features (e.g. the tumour centre and bounding box) then mean the same
+        anatomical directions whatever the file's orientation (FreeSurfer ``.mgz`` are LIA).
+        """
+        from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+        transform = ornt_transform(io_orientation(self.affine), axcodes2ornt("RAS"))
+        array = apply_orientation(self.array, transform)
+        affine = self.affine @ inv_ornt_aff(transform, self.array.shape)
+        return Volume(np.ascontiguousarray(array), affine, self.path)
+
 
 def voxel_volume_mm3(affine: np.ndarray) -> float:
     """Volume of one voxel in mm^3: ``|det(affine[:3, :3])|``."""

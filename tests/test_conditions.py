@@ -175,3 +175,21 @@ def test_tumour_normaliser_scales_volume_and_area_and_round_trips(tmp_path):
         normaliser.transform(np.zeros(8))
     with pytest.raises(ValueError, match="maxima must be positive"):
         TumourFeatureNormaliser.fit(np.zeros((2, 9)))
+
+
+def test_tumour_centre_and_box_follow_anatomy_not_the_file_orientation(tmp_path):
+    from conftest import save_nifti
+    from shared.condition_tables import measure_tumour_rows
+
+    ras = np.zeros((20, 24, 16), dtype=np.uint8)
+    ras[2:6, 10:20, 3:7] = 1  # left, anterior, inferior
+    ras_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    # the same voxels stored as LIA (FreeSurfer .mgz order): x flipped, then z (I -> S flipped) and y swapped
+    lia = np.flip(ras, axis=0).transpose(0, 2, 1)[:, ::-1, :]
+    lia_affine = np.array([[-2.0, 0, 0, 38.0], [0, 0, 2.0, 0], [0, -2.0, 0, 30.0], [0, 0, 0, 1]])
+    rows = measure_tumour_rows(
+        [save_nifti(tmp_path / "ras.nii.gz", ras, ras_affine), save_nifti(tmp_path / "lia.nii.gz", lia, lia_affine)]
+    )
+    for name in ("centre_x", "centre_y", "centre_z", "bbox_w", "bbox_h", "bbox_d"):
+        assert rows[0][name] == pytest.approx(rows[1][name]), name
+    assert rows[0]["centre_x"] < 0.5 and rows[0]["centre_y"] > 0.5 and rows[0]["centre_z"] < 0.5
