@@ -102,11 +102,14 @@ def load_volume(path: str | os.PathLike) -> Volume:
         raise InputError(f"{path}: is a folder, expected a volume file")
     if not has_volume_suffix(path):
         raise InputError(f"{path}: unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)}")
+    try:  # nibabel reports an unreadable file as a format error: ask the OS first
+        with open(path, "rb"):
+            pass
+    except PermissionError as error:
+        raise InputError(f"{path}: cannot read volume, permission denied") from error
     try:
         image = nib.load(str(path))
         array = np.asarray(image.dataobj)
-    except PermissionError as error:
-        raise InputError(f"{path}: cannot read volume, permission denied") from error
     except Exception as error:  # nibabel raises many types for corrupt / truncated data
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: cannot read volume, file is corrupt or truncated ({reason})") from error
@@ -356,7 +359,10 @@ def resolve_volume_inputs(source: str | os.PathLike, key: str = "label") -> list
         sections = [
             name
             for name, value in (content.items() if isinstance(content, dict) else [])
-            if isinstance(value, list) and any(isinstance(item, dict) and key in item for item in value)
+            if isinstance(value, list)
+            and any(
+                (isinstance(item, dict) and key in item) or (isinstance(item, str) and key == "image") for item in value
+            )
         ]
         items = read_datalist(source, sections or None)
         missing = [i for i, item in enumerate(items) if key not in item]

@@ -10,10 +10,21 @@ it writes (mosaic, manifest, plots) are added to every ``MLFlowHandler``'s artif
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ignite.engine import Engine
+
+
+def run_name(prefix: str) -> str:
+    """A tracking run name unique to this launch, e.g. ``inference_20261123_041502``.
+
+    MONAI's ``MLFlowHandler`` without a run name reuses any unfinished run of the experiment
+    (an interrupted training, a failed job); a name per launch keeps every run apart while the
+    trainer and its validator, parsed from one config, still share theirs.
+    """
+    return f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}"
 
 
 def _add_artifacts(handler: Any, paths: Sequence[str | os.PathLike]) -> None:
@@ -22,6 +33,15 @@ def _add_artifacts(handler: Any, paths: Sequence[str | os.PathLike]) -> None:
 
     if isinstance(handler, MLFlowHandler):
         handler.artifacts = (*(a for a in handler.artifacts if a), *(os.fspath(p) for p in paths))
+
+
+def _mark_failed(handler: Any) -> None:
+    """End an ``MLFlowHandler``'s open run with status FAILED (a failed job is not left RUNNING)."""
+    from monai.handlers import MLFlowHandler
+
+    if isinstance(handler, MLFlowHandler) and handler.cur_run is not None:
+        handler.client.set_terminated(handler.cur_run.info.run_id, status="FAILED")
+        handler.cur_run = None
 
 
 class JobEngine(Engine):
@@ -42,12 +62,19 @@ class JobEngine(Engine):
     ) -> None:
         super().__init__(self._run_job)
         self.job = job
-        for handler in handlers:
+        self.handlers = list(handlers)
+        for handler in self.handlers:
             _add_artifacts(handler, artifacts)
             handler.attach(self)
 
     def _run_job(self, engine: Engine, _batch: Any) -> dict[str, float]:
-        metrics = {name: float(value) for name, value in self.job().items()}
+        try:
+            summary = self.job()
+        except BaseException:
+            for handler in self.handlers:
+                _mark_failed(handler)
+            raise
+        metrics = {name: float(value) for name, value in summary.items()}
         engine.state.metrics.update(metrics)
         return metrics
 

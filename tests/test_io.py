@@ -176,15 +176,20 @@ def test_gzip_header_only_is_truncated(tmp_path):
 
 
 def test_unreadable_files_say_permission_denied(tmp_path, monkeypatch):
-    # the suite may run as root, which reads any file: simulate the refusal at the open call
+    # the suite may run as root, which reads any file: the OS refusal is simulated at open()
+    import builtins
+
     volume = save_nifti(tmp_path / "locked.nii.gz", np.zeros((4, 4, 4), dtype=np.int16))
     (tmp_path / "locked.json").write_text("{}")
+    real_open = builtins.open
 
-    def refuse(*_args, **_kwargs):
-        raise PermissionError(13, "Permission denied")
+    def refuse(file, *args, **kwargs):
+        if str(file).startswith(str(tmp_path / "locked")):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(nib, "load", refuse)
-    monkeypatch.setattr(type(tmp_path), "read_text", refuse)
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(type(tmp_path), "read_text", lambda self, **_: refuse(self).read())
     with pytest.raises(InputError) as error:
         load_volume(volume)
     assert _one_line(error) == f"{volume}: cannot read volume, permission denied"
@@ -211,3 +216,5 @@ def test_decathlon_dataset_json_with_an_unlabelled_test_list(tmp_path, label_vol
     items = read_datalist(tmp_path / "dataset.json")
     assert items[1] == {"image": str((tmp_path / "imagesTs" / "case_1.nii.gz").resolve())}
     assert resolve_volume_inputs(tmp_path / "dataset.json") == [(tmp_path / "labelsTr" / "case_0.nii.gz").resolve()]
+    images = resolve_volume_inputs(tmp_path / "dataset.json", key="image")
+    assert [p.name for p in images] == ["case_0.nii.gz", "case_1.nii.gz"]

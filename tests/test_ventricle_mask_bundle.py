@@ -91,14 +91,16 @@ def mlflow_client(folder: Path):
     return mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(folder / "eval" / "mlruns.db")))
 
 
-def all_experiment_ids(client) -> list[str]:
-    return [e.experiment_id for e in client.search_experiments()]
+def runs_named(client, prefix: str) -> list:
+    """Runs of every experiment whose name starts with ``prefix`` (each launch has its own run)."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if r.info.run_name.startswith(prefix)]
 
 
 def test_mlflow_tracking_records_losses_and_validation_dice(trained):
     client = mlflow_client(trained)
-    runs = [r for r in client.search_runs(all_experiment_ids(client)) if "train_loss" in r.data.metrics]
-    assert len(runs) == 1
+    runs = runs_named(client, "train_autoencoder_")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     losses = client.get_metric_history(runs[0].info.run_id, "train_loss")
     assert len(losses) >= 2 and all(np.isfinite(m.value) for m in losses)
     assert 0.0 <= runs[0].data.metrics["val_label_dice"] <= 1.0
@@ -131,8 +133,9 @@ def test_inference_writes_label_maps_manifest_and_mosaic(trained):
     assert float(rows[0]["ventricle_ml"]) >= 0 and (out / "mosaic.png").is_file()
     # --tracking mlflow: summary metrics, and the mosaic and manifest as artifacts, in the training store
     client = mlflow_client(trained)
-    runs = [r for r in client.search_runs(all_experiment_ids(client)) if "num_samples" in r.data.metrics]
-    assert len(runs) == 1 and runs[0].data.metrics["num_samples"] == 2.0
+    runs = runs_named(client, "inference_")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.metrics["num_samples"] == 2.0
+    assert "train_loss" not in runs[0].data.metrics  # not mixed into the training run
     mean_ml = np.mean([float(r["ventricle_ml"]) for r in rows])
     assert runs[0].data.metrics["mean_ventricle_ml"] == pytest.approx(mean_ml)
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
@@ -141,7 +144,7 @@ def test_inference_writes_label_maps_manifest_and_mosaic(trained):
     assert local.read_bytes() == (out / "mosaic.png").read_bytes()
 
 
-def test_balance_conditions_draws_every_c_bin_equally_often(trained):
+def test_balance_conditions_switches_training_to_inverse_frequency_sampling(trained):
     from monai.bundle import ConfigParser
     from torch.utils.data import WeightedRandomSampler
 
@@ -266,7 +269,7 @@ def test_evaluation_writes_figure3_tables_and_spearman_per_guidance_scale(traine
     done = bundle_run(
         folder, ["configs/inference.yaml", "configs/evaluate.yaml", DEMO], *TINY,
         "--real_datalist", str(trained.parent / "data" / "datalist.json"), "--c_grid", "[0.0,1.5]",
-        "--guidance_scales", "[1.0,4.0]", "--samples_per_c", "1", "--num_inference_steps", "2",
+        "--guidance_scales", "[1.0,4.0]", "--samples_per_c", "1", "--num_inference_steps", "2", "--tracking", "mlflow",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = folder / "eval" / "figure3"
@@ -279,3 +282,21 @@ def test_evaluation_writes_figure3_tables_and_spearman_per_guidance_scale(traine
         ("4.0", "1.5", "1"),
     ]
     assert (out / "figure3.png").is_file() and (out / "G4" / "manifest.csv").is_file()
+    client = mlflow_client(folder)
+    (run,) = runs_named(client, "evaluate_")
+    rho = {float(r["G"]): float(r["rho"]) for r in read_csv(out / "spearman.csv")}
+    for g, value in rho.items():  # NaN when all volumes are equal; MLflow keeps NaN
+        assert run.data.metrics[f"spearman_rho_G{g:g}"] == pytest.approx(value, nan_ok=True)
+    assert {"figure3.png", "figure3.csv", "spearman.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_a_failed_job_ends_its_mlflow_run_as_failed(trained, tmp_path):
+    folder = copy_bundle(tmp_path)
+    shutil.copytree(trained / "models", folder / "models")
+    args = ["--num_samples", "1", "--tracking", "mlflow"]
+    failed = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--guidance_scale", "-1")
+    assert failed.returncode != 0 and "guidance_scale: must be >= 0" in failed.stderr
+    done = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--num_inference_steps", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = runs_named(mlflow_client(folder), "inference_")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # the second launch did not reuse the first
