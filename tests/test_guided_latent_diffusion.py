@@ -151,3 +151,13 @@ def test_one_training_epoch_with_monai_engine_and_inferer():
     )
     trainer.run()
     assert trainer.state.iteration == 2 and torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
+
+
+def test_mosaic_shows_samples_spread_over_the_requested_c_smallest_first():
+    from shared.sampling.mask_generation import mosaic_indices
+
+    c = [0.0] * 4 + [0.5] * 4 + [1.5] * 4
+    assert [c[i] for i in mosaic_indices(c)] == [0.0, 0.5, 0.5, 1.5]  # both ends of the range shown
+    assert mosaic_indices([1.0, 0.2, 0.5]) == [1, 2, 0]  # fewer samples than panels: all, by c
+    assert mosaic_indices([]) == []
+    assert len(mosaic_indices(list(range(100)))) == 4 and mosaic_indices(list(range(100)))[::3] == [0, 99]

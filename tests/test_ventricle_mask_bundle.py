@@ -284,9 +284,10 @@ def test_evaluation_writes_figure3_tables_and_spearman_per_guidance_scale(traine
     assert (out / "figure3.png").is_file() and (out / "G4" / "manifest.csv").is_file()
     client = mlflow_client(folder)
     (run,) = runs_named(client, "evaluate_")
-    rho = {float(r["G"]): float(r["rho"]) for r in read_csv(out / "spearman.csv")}
-    for g, value in rho.items():  # NaN when all volumes are equal; MLflow keeps NaN
-        assert run.data.metrics[f"spearman_rho_G{g:g}"] == pytest.approx(value, nan_ok=True)
+    for row in read_csv(out / "spearman.csv"):  # NaN when all volumes are equal; MLflow keeps NaN
+        g = float(row["G"])
+        assert run.data.metrics[f"spearman_rho_G{g:g}"] == pytest.approx(float(row["rho"]), nan_ok=True)
+        assert row["n_c0to1"] == "1" and np.isnan(run.data.metrics[f"spearman_rho_c0to1_G{g:g}"])  # only c = 0
     assert {"figure3.png", "figure3.csv", "spearman.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 

@@ -30,6 +30,14 @@ def _check_grid(c_grid: Sequence[float], guidance_scales: Sequence[float], sampl
         raise InputError(f"evaluation: samples_per_c must be an integer >= 1, got {samples_per_c!r}")
 
 
+def _spearman(c: np.ndarray, volumes: np.ndarray) -> tuple[float, float]:
+    """Spearman rho and p of ``volumes`` against ``c``; NaN when either is constant."""
+    if c.size < 2 or np.ptp(volumes) == 0 or np.ptp(c) == 0:
+        return float("nan"), float("nan")
+    rho, p_value = spearmanr(c, volumes)
+    return float(rho), float(p_value)
+
+
 def evaluate_guidance(
     autoencoder: Any,
     diffusion: Any,
@@ -52,7 +60,9 @@ def evaluate_guidance(
 
     Writes ``figure3.png`` (mean +- SD generated ventricle volume against ``c`` per ``G``, with
     the real training volumes), ``figure3.csv`` (``G, c, n, mean_ml, sd_ml``) and
-    ``spearman.csv`` (``G, rho, p_value, n``: requested ``c`` against achieved volume).
+    ``spearman.csv`` (``G, rho, p_value, n``: requested ``c`` against achieved volume over the
+    whole grid; ``rho_c0to1, p_value_c0to1, n_c0to1``: the same within the training range
+    ``0 <= c <= 1``, since extrapolation beyond it is expected to saturate, as in the paper).
     Generated maps and manifests stay in ``G<value>/`` subfolders.
 
     Returns:
@@ -76,15 +86,22 @@ def evaluate_guidance(
         rows = read_csv(manifest)
         requested = np.array([float(r["requested_c"]) for r in rows])
         volumes = np.array([float(r["ventricle_ml"]) for r in rows])
-        rho, p_value = spearmanr(requested, volumes) if np.ptp(volumes) > 0 else (float("nan"), float("nan"))
-        correlations.append({"G": g, "rho": float(rho), "p_value": float(p_value), "n": len(rows)})
+        rho, p_value = _spearman(requested, volumes)
+        in_range = (requested >= 0) & (requested <= 1)
+        rho_in, p_in = _spearman(requested[in_range], volumes[in_range])
+        correlations.append(
+            {"G": g, "rho": rho, "p_value": p_value, "n": len(rows),
+             "rho_c0to1": rho_in, "p_value_c0to1": p_in, "n_c0to1": int(in_range.sum())}
+        )  # fmt: skip
         means, sds = [], []
         for c in c_grid:
             chosen = volumes[np.isclose(requested, c)]
             means.append(chosen.mean())
             sds.append(chosen.std())
             table.append({"G": g, "c": c, "n": chosen.size, "mean_ml": chosen.mean(), "sd_ml": chosen.std()})
-        ax.errorbar(c_grid, means, yerr=sds, marker="o", capsize=3, label=f"G = {g:g} (rho = {rho:.2f})")
+        ax.errorbar(
+            c_grid, means, yerr=sds, marker="o", capsize=3, label=f"G = {g:g} (rho = {rho:.2f}; c <= 1: {rho_in:.2f})"
+        )
     ax.axvspan(1.0, max(1.0, max(c_grid)), color="grey", alpha=0.15, label="c > 1: extrapolation")
     ax.set(xlabel="condition c", ylabel="ventricle volume (mL)", title="Generated ventricle volume against c")
     ax.legend(fontsize=8)
@@ -93,9 +110,15 @@ def evaluate_guidance(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     write_csv(output_dir / "figure3.csv", table, ["G", "c", "n", "mean_ml", "sd_ml"])
-    return write_csv(output_dir / "spearman.csv", correlations, ["G", "rho", "p_value", "n"])
+    columns = ["G", "rho", "p_value", "n", "rho_c0to1", "p_value_c0to1", "n_c0to1"]
+    return write_csv(output_dir / "spearman.csv", correlations, columns)
 
 
 def spearman_metrics(spearman_csv: str | os.PathLike) -> dict[str, float]:
-    """``{"spearman_rho_G<g>": rho}`` from ``spearman.csv``, for trackers."""
-    return {f"spearman_rho_G{float(r['G']):g}": float(r["rho"]) for r in read_csv(spearman_csv)}
+    """``spearman_rho_G<g>`` (whole grid) and ``spearman_rho_c0to1_G<g>`` from ``spearman.csv``, for trackers."""
+    metrics = {}
+    for row in read_csv(spearman_csv):
+        g = f"G{float(row['G']):g}"
+        metrics[f"spearman_rho_{g}"] = float(row["rho"])
+        metrics[f"spearman_rho_c0to1_{g}"] = float(row["rho_c0to1"])
+    return metrics

@@ -33,6 +33,18 @@ MANIFEST_COLUMNS = (
 )
 
 
+MOSAIC_CASES = 4
+
+
+def mosaic_indices(c_values: Sequence[float], count: int = MOSAIC_CASES) -> list[int]:
+    """Indices of up to ``count`` samples spread evenly over the sorted ``c`` values (smallest first)."""
+    order = np.argsort(np.asarray(c_values, dtype=np.float64), kind="stable")
+    if len(order) == 0:
+        return []
+    picks = np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))
+    return [int(order[k]) for k in picks]
+
+
 @torch.no_grad()
 def latent_shape(autoencoder: torch.nn.Module, num_classes: int, shape: Sequence[int], device: Any) -> tuple[int, ...]:
     """``(C_latent, *latent_spatial)`` the autoencoder gives for a ``num_classes`` x ``shape`` input."""
@@ -61,7 +73,8 @@ def generate_label_maps(
     """Sample one label map per ``c``, save them, and write ``manifest.csv`` and ``mosaic.png``.
 
     Each sample's initial noise comes from ``seed + index``, so a sample does not depend
-    on the batch size or on the other requested conditions.
+    on the batch size or on the other requested conditions. The mosaic shows up to
+    ``MOSAIC_CASES`` samples spread over the requested range of ``c``, smallest first.
 
     Returns:
         The manifest's path (``output_dir/manifest.csv``).
@@ -74,7 +87,8 @@ def generate_label_maps(
     diffusion.eval()
     z_shape = latent_shape(autoencoder, len(ids), shape, device)
     rows: list[dict[str, Any]] = []
-    mosaic: list[MosaicCase] = []
+    mosaic: dict[int, MosaicCase] = {}
+    shown = mosaic_indices(c_values)
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
     requested_ratios = np.atleast_1d(normaliser.inverse(np.asarray(c_values, dtype=np.float64)))
     for start in tqdm(range(0, len(c_values), batch_size), desc="label maps", unit="batch", disable=not progress):
@@ -114,10 +128,10 @@ def generate_label_maps(
                     "seed": seed + i,
                 }
             )
-            if len(mosaic) < 4:
+            if i in shown:
                 title = f"{name} c={c_values[i]:.2f} -> {measures.ventricle_ml:.1f} mL"
-                mosaic.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
-    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+                mosaic[i] = MosaicCase(mean_intensity_map(labels), labels, spacing, title)
+    save_label_mosaic(output_dir / "mosaic.png", [mosaic[i] for i in shown], focus="ventricles")
     return write_csv(output_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
 
 
