@@ -260,6 +260,7 @@ def test_multi_gpu_overlays_run_under_torchrun_with_two_cpu_processes(trained, t
         "true",  # DistributedWeightedRandomSampler across the two ranks
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("sampler: DistributedWeightedRandomSampler") == 2  # one line per rank
     assert (folder / "models" / "model.pt").is_file() and (folder / "models" / "latent_scaler.json").is_file()
 
 
