@@ -1,4 +1,4 @@
-"""Dictionary transforms MONAI lacks: label-set validation and the ventricle condition ``c``.
+"""Dictionary transforms MONAI lacks: label-set and image/label grid validation, the ventricle condition ``c``.
 
 Both read the file name from the MetaTensor's metadata, so their errors name the file.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from shared.conditions import MinMaxNormaliser, measure_ventricles
-from shared.io import InputError
+from shared.io import InputError, Volume, check_same_grid
 
 
 def _source(value: Any) -> str:
@@ -51,6 +52,31 @@ class CheckLabelSetd(MapTransform):
             if unknown.size:
                 shown = ", ".join(str(v) for v in unknown[:10].tolist()) + (" ..." if unknown.size > 10 else "")
                 raise InputError(f"{_source(d[key])}: labels outside the declared set: {shown}")
+        return d
+
+
+class CheckSameGridd(MapTransform):
+    """Fail with ``<label file>: shape ... differs from <image>`` (or ``affine differs``) for mismatched pairs.
+
+    Args:
+        keys: keys that must lie on the grid of ``reference_key`` (e.g. ``label``).
+        reference_key: the image key.
+    """
+
+    def __init__(self, keys: KeysCollection, reference_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.reference_key = reference_key
+
+    @staticmethod
+    def _volume(value: Any) -> Volume:
+        spatial = tuple(torch.as_tensor(value).shape[-3:])  # channel-first or not: the last three axes
+        return Volume(np.broadcast_to(np.uint8(0), spatial), _affine(value), Path(_source(value)))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        reference = self._volume(d[self.reference_key])
+        for key in self.key_iterator(d):
+            check_same_grid(reference, self._volume(d[key]))
         return d
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from monai.networks.nets import PatchDiscriminator, SPADEAutoencoderKL
 
-from shared.engines.vae_gan import EPOCH_METRICS, VaeGanTrainer
+from shared.engines.vae_gan import EPOCH_METRICS, LOSS_NAMES, VaeGanTrainer, loss_values
 
 
 def tiny_batches(n: int = 2, classes: int = 3) -> list[dict[str, torch.Tensor]]:
@@ -64,10 +66,12 @@ def test_every_loss_is_in_the_output_and_averaged_per_epoch():
         max_epochs=1, warmup_epochs=0, perceptual_loss=torch.nn.functional.mse_loss, perceptual_weight=0.5
     )
     trainer.run()
-    output = trainer.state.output
+    assert isinstance(trainer.state.output, list) and len(trainer.state.output) == 2  # decollated per sample
+    output = trainer.state.output[0]
     for name in ("g_loss", "d_loss", "recon_loss", "kl_loss", "perceptual_loss", "adv_loss"):
-        assert output[name].ndim == 0 and torch.isfinite(output[name]), name
-    assert output["loss"] is output["g_loss"] and output["pred"].shape == output["image"].shape == (2, 1, 16, 16, 16)
+        assert isinstance(output[name], float) and math.isfinite(output[name]), name  # scalars replicated
+    assert output["loss"] == output["g_loss"] and output["pred"].shape == output["image"].shape == (1, 16, 16, 16)
+    assert loss_values(trainer.state.output) == {name: float(output[name]) for name in LOSS_NAMES}
     expected = (
         output["recon_loss"] + 1e-6 * output["kl_loss"] + 0.5 * output["perceptual_loss"] + 0.01 * output["adv_loss"]
     )

@@ -10,7 +10,8 @@ both steps in one iteration:
 2. discriminator (after the warm-up): ``adv_weight * (LSGAN(D(recon), fake) + LSGAN(D(image), real)) / 2``
 
 Every term is in the iteration output (``g_loss``, ``d_loss``, ``recon_loss``, ``kl_loss``,
-``perceptual_loss``, ``adv_loss``; ``loss`` is ``g_loss``) and, averaged over each epoch, in
+``perceptual_loss``, ``adv_loss``; ``loss`` is ``g_loss``; decollated per sample like MONAI's
+trainers, see :func:`loss_values`) and, averaged over each epoch, in
 ``engine.state.metrics`` (names in :data:`EPOCH_METRICS`), so ``StatsHandler``,
 ``TensorBoardStatsHandler`` and ``--tracking mlflow`` record the generator and the
 discriminator losses, not only ``loss``.
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from ignite.metrics import Average
 from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
 from monai.losses import PatchAdversarialLoss
 
 from shared.losses import kl_divergence
@@ -32,11 +34,20 @@ LOSS_NAMES = ("g_loss", "d_loss", "recon_loss", "kl_loss", "perceptual_loss", "a
 EPOCH_METRICS = tuple(f"epoch_{name}" for name in LOSS_NAMES)
 
 
+def loss_values(output: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``{name: value}`` of every loss in an iteration output (decollated list or dict).
+
+    Use as a handler's ``output_transform`` to log all of them, e.g. ``TensorBoardStatsHandler``.
+    """
+    first = output[0] if isinstance(output, Sequence) else output
+    return {name: float(first[name]) for name in LOSS_NAMES}
+
+
 def _epoch_averages() -> dict[str, Average]:
     """Ignite ``Average`` metrics of every loss in the iteration output, reset each epoch."""
 
-    def pick(name: str) -> Callable[[Mapping[str, Any]], torch.Tensor]:
-        return lambda output: output[name]
+    def pick(name: str) -> Callable[[Any], float]:
+        return lambda output: loss_values(output)[name]
 
     return {f"epoch_{name}": Average(output_transform=pick(name)) for name in LOSS_NAMES}
 
@@ -110,7 +121,7 @@ class VaeGanTrainer(Trainer):
             metric_cmp_fn=lambda current, best: current < best,  # the lowest generator loss is the best
             handlers=train_handlers,
             amp=False,
-            decollate=False,
+            decollate=True,  # per-sample outputs with the scalar losses replicated, as MONAI's handlers expect
         )
         self.autoencoder = autoencoder
         self.discriminator = discriminator
@@ -135,7 +146,7 @@ class VaeGanTrainer(Trainer):
         outputs = self.discriminator(images.contiguous())
         return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
 
-    def _iteration(self, engine: VaeGanTrainer, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _iteration(self, engine: VaeGanTrainer, batchdata: Mapping[str, Any]) -> Any:
         if batchdata is None:
             raise ValueError("VaeGanTrainer: no batch data for this iteration")
         images = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device)
@@ -184,4 +195,24 @@ class VaeGanTrainer(Trainer):
         }
         output: dict[str, torch.Tensor] = {name: value.detach() for name, value in losses.items()}
         output.update(image=images, pred=recon.detach(), loss=output["g_loss"])
-        return output
+        engine.state.output = output
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)  # MONAI decollates (and post-processes) here
+        return engine.state.output
+
+
+def reconstruction_batch(
+    batchdata: Mapping[str, Any],
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    image_key: str = "image",
+    seg_key: str = "seg",
+    **_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor], dict]:
+    """``prepare_batch`` for a ``SupervisedEvaluator`` of a SPADE autoencoder.
+
+    Returns ``(image, image, (seg,), {})``: the evaluator then calls ``network(image, seg)``
+    and compares the reconstruction with the image itself.
+    """
+    image = torch.as_tensor(batchdata[image_key]).to(device=device, non_blocking=non_blocking)
+    seg = torch.as_tensor(batchdata[seg_key]).to(device=device, non_blocking=non_blocking)
+    return image, image, (seg,), {}

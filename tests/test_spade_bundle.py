@@ -1,0 +1,135 @@
+"""The spade_mri_ldm bundle run as users run it: `python -m monai.bundle run` from its folder.
+
+A copy of the bundle's configs trains on tiny demo pairs (32^3) in a temporary folder. The
+module-scoped run (autoencoder, 3 epochs, GAN after a 1-epoch warm-up, --tracking mlflow)
+serves the weight, tracking and torchrun tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from shared.demo.dataset import write_brain_dataset
+from shared.io import read_json
+
+BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
+DEMO = "configs/presets/demo.yaml"
+TINY = ["--autoencoder_channels", "[8,8,8]", "--spade_channels", "8", "--discriminator_channels", "8"]
+AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]
+
+
+def run(folder: Path, configs: list[str], *overrides: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else []
+    command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
+
+
+def copy_bundle(target: Path) -> Path:
+    shutil.copytree(BUNDLE / "configs", target / "configs")
+    return target
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Six tiny demo brains (image + label), two of them for validation."""
+    root = tmp_path_factory.mktemp("spade_data")
+    return write_brain_dataset(root, n_cases=6, shape=(32, 32, 32), validation_fraction=0.34)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data) -> Path:
+    folder = copy_bundle(tmp_path_factory.mktemp("spade_bundle"))
+    done = run(
+        folder, AUTOENCODER, "--datalist", str(data), *TINY, "--autoencoder_epochs", "3", "--adv_warmup_epochs", "1",
+        "--val_interval", "1", "--tracking", "mlflow",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+def test_autoencoder_training_saves_both_networks_and_the_grid(trained):
+    models = trained / "models"
+    for name in ("model_autoencoder.pt", "model_autoencoder_best.pt", "grid.json", "autoencoder_checkpoint_epoch=3.pt"):
+        assert (models / name).is_file(), name
+    import torch
+
+    final = torch.load(models / "model_autoencoder.pt", map_location="cpu", weights_only=True)
+    assert {"model", "discriminator"} <= set(final)  # generator and discriminator weights
+    assert read_json(models / "grid.json")["shape"] == [32, 32, 32]
+
+
+def test_mlflow_records_generator_and_discriminator_losses(trained):
+    import mlflow
+    from monai.utils import path_to_sqlite_uri
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run_,) = [r for r in runs if r.info.run_name.startswith("train_autoencoder_")]
+    names = ("epoch_g_loss", "epoch_d_loss", "epoch_recon_loss", "epoch_adv_loss", "val_psnr", "train_loss")
+    history = {name: [m.value for m in client.get_metric_history(run_.info.run_id, name)] for name in names}
+    assert len(history["epoch_g_loss"]) == 3 and len(history["epoch_d_loss"]) == 3
+    assert history["epoch_d_loss"][0] == 0.0 and history["epoch_adv_loss"][0] == 0.0  # warm-up epoch
+    assert all(v > 0 for v in history["epoch_d_loss"][1:] + history["epoch_adv_loss"][1:])  # GAN on after it
+    assert len(history["val_psnr"]) == 3 and len(history["train_loss"]) >= 3  # per-iteration generator loss
+
+
+def test_training_resumes_from_its_last_checkpoint(trained, data):
+    done = run(trained, AUTOENCODER, "--datalist", str(data), *TINY, "--autoencoder_epochs", "4",
+               "--adv_warmup_epochs", "1", "--val_interval", "10")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "Restored all variables from" in log and "Epoch[3]" not in log.split("Restored all variables from")[1]
+    assert (trained / "models" / "autoencoder_checkpoint_epoch=4.pt").is_file()
+
+
+def test_multi_gpu_overlay_runs_under_torchrun_with_two_cpu_processes(data, tmp_path):
+    folder = copy_bundle(tmp_path)
+    done = run(
+        folder, [*AUTOENCODER, "configs/multi_gpu_train_autoencoder.yaml"], "--datalist", str(data), *TINY,
+        "--autoencoder_epochs", "2", "--adv_warmup_epochs", "1", "--val_interval", "10", torchrun=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "models" / "model_autoencoder.pt").is_file()
+    assert done.stdout.count("epoch_d_loss") >= 2  # both epochs logged once (rank 0), the second with the GAN on
+
+
+def _corrupt_pair(data: Path, tmp_path: Path, change: str) -> tuple[Path, Path]:
+    """A copy of the demo data where one training pair is broken; returns (datalist, broken file)."""
+    copy = tmp_path / "data"
+    shutil.copytree(data.parent, copy)
+    label = copy / "labels" / "brain_001.nii.gz"
+    image = nib.load(str(label))
+    array, affine = np.asarray(image.dataobj).copy(), image.affine.copy()
+    if change == "labels":
+        array[0, 0, 0] = 99
+    elif change == "shape":
+        array = array[:-2]
+    elif change == "affine":
+        affine[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(array, affine), str(label))
+    return copy / "datalist.json", label
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("labels", "labels outside the declared set: 99"),
+        ("shape", "shape (30, 32, 32) differs from brain_001.nii.gz shape (32, 32, 32)"),
+        ("affine", "affine differs from brain_001.nii.gz (max difference 5 mm)"),
+    ],
+)
+def test_bad_training_pairs_are_named(data, tmp_path, change, message):
+    datalist, broken = _corrupt_pair(data, tmp_path, change)
+    done = run(copy_bundle(tmp_path / "bundle"), AUTOENCODER, "--datalist", str(datalist), *TINY,
+               "--autoencoder_epochs", "1")  # fmt: skip
+    assert done.returncode != 0
+    assert f"{broken}: {message}" in done.stderr
