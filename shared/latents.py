@@ -105,3 +105,10 @@ def fit_or_load_scaler(
     scaler = LatentScaler.fit(torch.cat(latents), per_channel=per_channel)
     scaler.save(path)
     return scaler
+
+
+@torch.no_grad()
+def latent_shape(autoencoder: torch.nn.Module, in_channels: int, shape: Sequence[int], device: Any) -> tuple[int, ...]:
+    """``(C_latent, *latent_spatial)`` the autoencoder's encoder gives for an ``in_channels`` x ``shape`` input."""
+    probe = torch.zeros(1, in_channels, *shape, device=device)
+    return tuple(autoencoder.encode_stage_2_inputs(probe).shape[1:])

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT
 from shared.demo.dataset import write_brain_dataset
-from shared.io import read_json
+from shared.io import read_csv, read_json
 
 BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
 DEMO = "configs/presets/demo.yaml"
@@ -133,3 +133,72 @@ def test_bad_training_pairs_are_named(data, tmp_path, change, message):
                "--autoencoder_epochs", "1")  # fmt: skip
     assert done.returncode != 0
     assert f"{broken}: {message}" in done.stderr
+
+
+TINY_UNET = ["--diffusion_channels", "[8,8,8]", "--diffusion_head_channels", "[0,0,8]"]
+INFERENCE = ["configs/inference.yaml", DEMO]
+
+
+@pytest.fixture(scope="module")
+def trained_both(trained, data) -> Path:
+    """The module's bundle copy with the diffusion stage trained for one epoch too."""
+    done = run(trained, [*AUTOENCODER[:1], "configs/train_diffusion.yaml", DEMO], "--datalist", str(data), *TINY,
+               *TINY_UNET, "--diffusion_epochs", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (trained / "models" / "model.pt").is_file() and (trained / "models" / "latent_scaler.json").is_file()
+    return trained
+
+
+def mask_bundle_output(data: Path, folder: Path) -> Path:
+    """A folder laid out like ventricle_mask_ldm's output: mask_XXXX.nii.gz and its manifest.csv."""
+    from shared.io import write_csv
+    from shared.sampling.mask_generation import MANIFEST_COLUMNS
+
+    folder.mkdir(parents=True)
+    rows = []
+    for i, source in enumerate(sorted((data.parent / "labels").glob("*.nii.gz"))[:2]):
+        shutil.copy(source, folder / f"mask_{i:04d}.nii.gz")
+        rows.append({column: 0.5 * i for column in MANIFEST_COLUMNS} | {"file": f"mask_{i:04d}.nii.gz"})
+    write_csv(folder / "manifest.csv", rows, MANIFEST_COLUMNS)
+    return folder
+
+
+def test_inference_turns_the_mask_bundles_output_into_labelled_pairs(trained_both, data, tmp_path):
+    masks = mask_bundle_output(data, tmp_path / "masks")
+    done = run(trained_both, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(masks), "--num_inference_steps", "2",
+               "--output_dir", str(tmp_path / "pairs"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_csv(tmp_path / "pairs" / "manifest.csv")
+    assert [r["image"] for r in rows] == ["images/pair_0000.nii.gz", "images/pair_0001.nii.gz"]
+    assert [float(r["requested_c"]) for r in rows] == [0.0, 0.5]  # the mask manifest's columns travel on
+    for row in rows:
+        image = nib.load(str(tmp_path / "pairs" / row["image"]))
+        label = nib.load(str(tmp_path / "pairs" / row["label"]))
+        source = nib.load(row["source_label"])
+        np.testing.assert_array_equal(np.asarray(label.dataobj), np.asarray(source.dataobj))
+        np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
+        np.testing.assert_allclose(label.affine, source.affine, atol=1e-5)
+        values = np.asarray(image.dataobj)
+        assert values.shape == (32, 32, 32) and values.min() >= 0.0 and values.max() <= 1.0
+    assert (tmp_path / "pairs" / "mosaic.png").is_file()
+
+
+def test_inference_refuses_bad_label_maps_and_missing_statistics(trained_both, data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = run(trained_both, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(tmp_path / "empty"))
+    assert done.returncode != 0 and f"{tmp_path / 'empty'}: no volume files" in done.stderr
+
+    bad = tmp_path / "bad" / "odd.nii.gz"
+    bad.parent.mkdir()
+    source = nib.load(str(sorted((data.parent / "labels").glob("*.nii.gz"))[0]))
+    labels = np.asarray(source.dataobj).copy()
+    labels[1, 1, 1] = 99
+    nib.save(nib.Nifti1Image(labels, source.affine), str(bad))
+    done = run(trained_both, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(bad.parent))
+    assert done.returncode != 0 and f"{bad}: labels outside the declared set: 99" in done.stderr
+
+    folder = copy_bundle(tmp_path / "no_stats")
+    shutil.copytree(trained_both / "models", folder / "models")
+    (folder / "models" / "latent_scaler.json").unlink()
+    done = run(folder, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(bad.parent))
+    assert done.returncode != 0 and "latent_scaler.json: missing; train both stages first" in done.stderr

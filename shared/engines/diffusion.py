@@ -1,4 +1,5 @@
-"""Preparing latent-diffusion training batches with a scalar condition and conditioning dropout.
+"""Preparing latent-diffusion training batches: with a scalar condition and conditioning dropout
+(mask LDM), or with the segmentation a SPADE diffusion model receives at every step.
 
 Classifier-free guidance (SPEC section 2) trains one network both conditionally and
 unconditionally: the cross-attention context is ``[c, 1]`` for a conditioned sample and
@@ -85,3 +86,42 @@ class ConditionalLatentPrepareBatch(DiffusionPrepareBatch):
         keep = torch.rand(latents.shape[0], device=latents.device) >= self.p_uncond
         context = make_context(c, keep)
         return latents, noise, (), {"noise": noise, "timesteps": timesteps, "condition": context}
+
+
+class SegmentationLatentPrepareBatch(DiffusionPrepareBatch):
+    """Encodes the images with a frozen autoencoder, scales the latents, and passes the segmentation on.
+
+    For a ``SPADEDiffusionModelUNet`` trained with ``monai.engines.SupervisedTrainer`` and
+    ``monai.inferers.DiffusionInferer``: the inferer gets ``noise``, ``timesteps`` and ``seg``
+    (the one-hot label map at full resolution; SPADE resizes it to every feature map).
+
+    Args:
+        autoencoder: frozen (SPADE) autoencoder with ``encode_stage_2_inputs(image)``.
+        scaler: latent scaling saved with the model.
+        num_train_timesteps: diffusion steps ``T``.
+        seg_key: batch key of the one-hot segmentation ``(B, K, *spatial)``.
+    """
+
+    def __init__(
+        self, autoencoder: torch.nn.Module, scaler: LatentScaler, num_train_timesteps: int, seg_key: str = "seg"
+    ) -> None:
+        super().__init__(num_train_timesteps=num_train_timesteps)
+        self.autoencoder = autoencoder
+        self.scaler = scaler
+        self.seg_key = seg_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        with torch.no_grad():
+            self.autoencoder.eval()
+            latents = self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
+        noise = self.get_noise(latents)
+        timesteps = self.get_timesteps(latents)
+        seg = torch.as_tensor(batchdata[self.seg_key]).to(device=latents.device, non_blocking=non_blocking)
+        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "seg": seg}

@@ -19,14 +19,19 @@ from shared.io import InputError
 EpsModel = Callable[..., torch.Tensor]
 
 
+def check_steps(num_inference_steps: int) -> None:
+    """Refuse anything but an integer number of sampling steps >= 1."""
+    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
+        raise InputError(f"num_inference_steps: expected an integer >= 1, got {num_inference_steps!r}")
+
+
 def check_guidance_settings(guidance_scale: float, num_inference_steps: int) -> None:
     """Refuse ``G < 0`` and fewer than one step, with one clear message each."""
     if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
         raise InputError(f"guidance_scale: expected a number, got {guidance_scale!r}")
     if guidance_scale < 0:
         raise InputError(f"guidance_scale: must be >= 0, got {guidance_scale}")
-    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
-        raise InputError(f"num_inference_steps: expected an integer >= 1, got {num_inference_steps!r}")
+    check_steps(num_inference_steps)
 
 
 def guided_eps(

@@ -15,7 +15,7 @@ from shared.conditions import MinMaxNormaliser, measure_ventricles
 from shared.demo.flair import mean_intensity_map
 from shared.engines.diffusion import make_context, null_context
 from shared.io import read_csv, read_grid_reference, save_volume, write_csv
-from shared.latents import LatentScaler
+from shared.latents import LatentScaler, latent_shape
 from shared.sampling.guidance import check_guidance_settings, sample_with_guidance
 from shared.viz import MosaicCase, save_label_mosaic
 
@@ -43,13 +43,6 @@ def mosaic_indices(c_values: Sequence[float], count: int = MOSAIC_CASES) -> list
         return []
     picks = np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))
     return [int(order[k]) for k in picks]
-
-
-@torch.no_grad()
-def latent_shape(autoencoder: torch.nn.Module, num_classes: int, shape: Sequence[int], device: Any) -> tuple[int, ...]:
-    """``(C_latent, *latent_spatial)`` the autoencoder gives for a ``num_classes`` x ``shape`` input."""
-    probe = torch.zeros(1, num_classes, *shape, device=device)
-    return tuple(autoencoder.encode_stage_2_inputs(probe).shape[1:])
 
 
 @torch.no_grad()

@@ -1,0 +1,109 @@
+"""Painting MR images for label maps with the SPADE LDM, written as image + label pairs with a manifest."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shared.io import InputError, load_label_map, read_csv, resolve_volume_inputs, save_volume, write_csv
+from shared.latents import LatentScaler, latent_shape
+from shared.sampling.guidance import check_steps
+from shared.sampling.mask_generation import mosaic_indices
+from shared.viz import MosaicCase, save_label_mosaic
+
+PAIR_COLUMNS = ("image", "label", "source_label", "seed", "num_inference_steps")
+
+
+def label_map_inputs(source: str | os.PathLike) -> list[tuple[Path, dict[str, str]]]:
+    """The label maps to paint, each with the manifest row it came with (empty without a manifest).
+
+    ``source`` is a folder of label maps, a MONAI datalist (``label`` entries), one label-map
+    file, or a ``manifest.csv`` of ``ventricle_mask_ldm`` (its ``file`` column, relative to the
+    manifest). A folder holding such a manifest is read through it, so the requested and
+    achieved conditions of each map travel on into the pair manifest.
+
+    Raises:
+        InputError: nothing to read, or a manifest row naming a missing file.
+    """
+    source = Path(source)
+    manifest = source / "manifest.csv" if source.is_dir() else source
+    if manifest.suffix.lower() == ".csv" and manifest.is_file():
+        rows = read_csv(manifest)
+        if not rows or "file" not in rows[0]:
+            raise InputError(f"{manifest}: manifest has no rows with a 'file' column")
+        inputs = [(manifest.parent / row["file"], row) for row in rows]
+        missing = [path for path, _ in inputs if not path.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]}: listed in {manifest.name} but missing")
+        return inputs
+    return [(path, {}) for path in resolve_volume_inputs(source, key="label")]
+
+
+def one_hot(labels: np.ndarray, class_ids: Sequence[int]) -> torch.Tensor:
+    """``(X, Y, Z)`` label ids -> ``(1, K, X, Y, Z)`` float one-hot over ``class_ids`` (in that order)."""
+    lookup = np.full(int(max(class_ids)) + 1, -1, dtype=np.int64)
+    lookup[np.asarray(class_ids, dtype=np.int64)] = np.arange(len(class_ids))
+    index = torch.from_numpy(lookup[labels])
+    return torch.nn.functional.one_hot(index, len(class_ids)).permute(3, 0, 1, 2)[None].float()
+
+
+@torch.no_grad()
+def paint_images(
+    autoencoder: torch.nn.Module,
+    diffusion: torch.nn.Module,
+    scheduler: Any,
+    scaler: LatentScaler,
+    source: str | os.PathLike,
+    class_ids: Sequence[int],
+    num_inference_steps: int,
+    seed: int,
+    output_dir: str | os.PathLike,
+    device: Any = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Generate one image per label map; write ``images/``, ``labels/``, ``manifest.csv`` and ``mosaic.png``.
+
+    Each image starts from the noise of ``seed + index``; the label map is copied unchanged
+    next to it (same affine), and its ``ventricle_mask_ldm`` manifest columns, if any, are
+    carried into the pair manifest.
+
+    Returns:
+        The manifest's path (``output_dir/manifest.csv``).
+    """
+    check_steps(num_inference_steps)
+    inputs = label_map_inputs(source)
+    output_dir = Path(output_dir)
+    autoencoder.eval()
+    diffusion.eval()
+    scheduler.set_timesteps(num_inference_steps)
+    rows: list[dict[str, Any]] = []
+    shown = set(mosaic_indices(list(range(len(inputs)))))
+    mosaic: list[MosaicCase] = []
+    for index, (path, source_row) in enumerate(tqdm(inputs, desc="images", unit="map", disable=not progress)):
+        labels = load_label_map(path, allowed_labels=class_ids)
+        seg = one_hot(labels.array, class_ids).to(device)
+        z_shape = latent_shape(autoencoder, 1, labels.array.shape, device)
+        latents = torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + index))[None].to(device)
+        for t in scheduler.timesteps:
+            eps = diffusion(latents, timesteps=torch.full((1,), int(t), device=device), seg=seg)
+            latents, _ = scheduler.step(eps, t, latents)
+        image = autoencoder.decode_stage_2_outputs(scaler.inverse(latents), seg).clamp(0.0, 1.0)[0, 0].cpu().numpy()
+        name = f"pair_{index:04d}.nii.gz"
+        save_volume(output_dir / "images" / name, image.astype(np.float32), labels.affine, dtype=np.float32)
+        save_volume(output_dir / "labels" / name, labels.array, labels.affine, dtype=np.int16)
+        extra = {k: v for k, v in source_row.items() if k not in PAIR_COLUMNS and k != "file"}
+        rows.append(
+            {"image": f"images/{name}", "label": f"labels/{name}", "source_label": str(path), "seed": seed + index,
+             "num_inference_steps": num_inference_steps, **extra}
+        )  # fmt: skip
+        if index in shown:
+            mosaic.append(MosaicCase(image, labels.array, labels.spacing, f"{name} <- {path.name}"))
+    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+    columns = list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
+    return write_csv(output_dir / "manifest.csv", rows, columns)
