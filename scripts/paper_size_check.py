@@ -5,6 +5,7 @@ Usage (from the project root)::
     python scripts/paper_size_check.py ventricle_mask_ldm                  # counts + forward at 96x112x96
     python scripts/paper_size_check.py ventricle_mask_ldm --forward False  # counts only
     python scripts/paper_size_check.py ventricle_mask_ldm --device cuda
+    python scripts/paper_size_check.py spade_mri_ldm                       # counts + forward at 96x128x96
 
 Networks come from the bundle's own training configs (no preset), so the figures describe what
 the bundle really trains. A forward pass of the mask LDM at paper size needs about 6 GB of RAM
@@ -22,7 +23,8 @@ from monai.bundle import ConfigParser
 from shared.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_CONFIGS = {"ventricle_mask_ldm": ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml"]}
+STAGES = ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml"]
+STAGE_CONFIGS = {"ventricle_mask_ldm": STAGES, "spade_mri_ldm": STAGES}
 
 
 def _count(network: torch.nn.Module) -> int:
@@ -61,5 +63,40 @@ def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: boo
     return report
 
 
+def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
+    """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size."""
+    bundle = ROOT / "bundles" / "spade_mri_ldm"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / name) for name in STAGE_CONFIGS["spade_mri_ldm"]])
+    autoencoder = parser.get_parsed_content("autoencoder_def").to(device).eval()
+    discriminator = parser.get_parsed_content("discriminator_def").to(device).eval()
+    unet = parser.get_parsed_content("network_def").to(device).eval()
+    num_classes = parser.get_parsed_content("num_classes")
+    report: dict = {
+        "autoencoder_parameters": _count(autoencoder),
+        "discriminator_parameters": _count(discriminator),
+        "diffusion_unet_parameters": _count(unet),
+    }
+    print(f"autoencoder (SPADEAutoencoderKL): {report['autoencoder_parameters'] / 1e6:.1f} M parameters")
+    print(f"discriminator (PatchDiscriminator): {report['discriminator_parameters'] / 1e6:.1f} M parameters")
+    print(f"diffusion UNet (SPADEDiffusionModelUNet): {report['diffusion_unet_parameters'] / 1e6:.1f} M parameters")
+    if forward:
+        with torch.no_grad():
+            image = torch.rand(1, 1, *shape, device=device)
+            seg = torch.zeros(1, num_classes, *shape, device=device)
+            seg[:, 2] = 1
+            start = time.perf_counter()
+            z = autoencoder.encode_stage_2_inputs(image)
+            recon = autoencoder.decode_stage_2_outputs(z, seg)
+            report["autoencoder_forward_s"] = round(time.perf_counter() - start, 2)
+            start = time.perf_counter()
+            eps = unet(z, timesteps=torch.tensor([500], device=device), seg=seg)
+            report["unet_forward_s"] = round(time.perf_counter() - start, 2)
+        seconds_ae, seconds_unet = report["autoencoder_forward_s"], report["unet_forward_s"]
+        print(f"autoencoder {tuple(image.shape)} -> {tuple(z.shape)} -> {tuple(recon.shape)}: {seconds_ae} s")
+        print(f"diffusion UNet forward {tuple(eps.shape)} with the {num_classes}-class label map: {seconds_unet} s")
+    return report
+
+
 if __name__ == "__main__":
-    run_cli({"ventricle_mask_ldm": ventricle_mask_ldm})
+    run_cli({"ventricle_mask_ldm": ventricle_mask_ldm, "spade_mri_ldm": spade_mri_ldm})
