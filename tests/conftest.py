@@ -24,6 +24,16 @@ def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.C
     )
 
 
+def bundle_run(
+    folder: Path, configs: list[str], *overrides: str, torchrun: bool = False
+) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` in ``folder`` (under ``torchrun`` with 2 processes if asked); never raises."""
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else []
+    command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
+
+
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
     """Write ``array`` with nibabel directly (independent of the code under test)."""
     path.parent.mkdir(parents=True, exist_ok=True)

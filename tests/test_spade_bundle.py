@@ -8,8 +8,6 @@ serves the weight, tracking and torchrun tests.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from conftest import bundle_run as run
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 
@@ -24,13 +23,6 @@ BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--spade_channels", "8", "--discriminator_channels", "8"]
 AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]
-
-
-def run(folder: Path, configs: list[str], *overrides: str, torchrun: bool = False) -> subprocess.CompletedProcess:
-    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else []
-    command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]
-    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
 
 
 def copy_bundle(target: Path) -> Path:

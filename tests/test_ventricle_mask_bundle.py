@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, bundle_run
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 from shared.labels import SYNTHSEG_LABEL_IDS
@@ -24,18 +23,6 @@ from shared.labels import SYNTHSEG_LABEL_IDS
 BUNDLE = ROOT / "bundles" / "ventricle_mask_ldm"
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--diffusion_channels", "[8,8,8]", "--diffusion_head_channels", "[0,0,8]"]
-
-
-def bundle_run(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:
-    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def copy_bundle(target: Path) -> Path:
@@ -223,10 +210,7 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def torchrun(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:
-    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]  # fmt: skip
-    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
+    return bundle_run(folder, configs, *overrides, torchrun=True)
 
 
 def test_multi_gpu_overlays_run_under_torchrun_with_two_cpu_processes(trained, tmp_path):

@@ -1,0 +1,133 @@
+"""Chaining the bundles: label maps with a requested ventricle size -> MR images -> labelled pairs.
+
+Each bundle is run through its public interface, ``python -m monai.bundle run`` from its own
+folder, exactly as a user would; this module only builds the two commands and checks them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.io import InputError, read_csv
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+MASK_BUNDLE = ROOT / "bundles" / "ventricle_mask_ldm"
+SPADE_BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
+
+
+def _override_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``{"num_samples": 4}`` -> ``["--num_samples", "4"]`` (lists and dicts in Python syntax, as MONAI parses them)."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else repr(value)]
+    return args
+
+
+def error_summary(stderr: str, returncode: int) -> str:
+    """The cause of a failed bundle run in one line.
+
+    MONAI re-raises a config error wrapped in ``RuntimeError: Failed to evaluate ...``, so the
+    project's own ``InputError`` message is taken when present, else the last exception line.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]*InputError: ", line)]
+    if not causes:
+        causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    if causes:
+        return causes[-1].split(": ", 1)[1]
+    return lines[-1] if lines else f"exit code {returncode}"
+
+
+def run_bundle(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any], what: str) -> None:
+    """Run ``python -m monai.bundle run`` in ``bundle``; a failure raises its last error line.
+
+    Raises:
+        InputError: ``<bundle>: <what> failed: <last line of its error output>``.
+    """
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_list, *_override_args(overrides)]
+    logger.info("%s: %s (in %s)", what, " ".join(command[1:]), bundle)
+    start = time.perf_counter()
+    # the bundle's own progress bars and logs go to this terminal; its errors are kept for the message
+    done = subprocess.run(command, cwd=bundle, stderr=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise InputError(f"{bundle}: {what} failed: {error_summary(done.stderr, done.returncode)}")
+    logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
+
+
+def generate_pairs(
+    output_dir: str | os.PathLike,
+    num_samples: int = 8,
+    conditions: Any = None,
+    guidance_scale: float = 4.0,
+    mask_steps: int = 25,
+    image_steps: int = 50,
+    seed: int = 0,
+    preset: str | None = None,
+    mask_bundle: str | os.PathLike = MASK_BUNDLE,
+    spade_bundle: str | os.PathLike = SPADE_BUNDLE,
+    mask_overrides: Mapping[str, Any] | None = None,
+    spade_overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """N labelled pairs with a requested ventricle-size distribution, in one folder.
+
+    Runs ``ventricle_mask_ldm`` inference (label maps for the requested ``c``, written to
+    ``<output_dir>/label_maps``), then ``spade_mri_ldm`` inference on its output, which writes
+    ``<output_dir>/images``, ``labels``, ``manifest.csv`` (with each map's requested ``c`` and
+    achieved ventricle volume) and ``mosaic.png``.
+
+    Args:
+        output_dir: where the pairs go (absolute or relative to the current folder).
+        num_samples: number of pairs.
+        conditions: ``c`` requests in the mask bundle's syntax: a list, ``{"range": [lo, hi]}``,
+            ``{"uniform": [lo, hi]}``, ``{"histogram": {...}}`` or ``{"volumes_ml": [...], "icv_ml": N}``;
+            default: evenly spaced in [0, 1].
+        guidance_scale: classifier-free guidance G of the mask model.
+        mask_steps: DDIM steps of the mask model.
+        image_steps: DDIM steps of the image model.
+        seed: sample ``i`` uses seed ``seed + i`` in both models.
+        preset: a preset name of both bundles (e.g. ``demo`` for ``configs/presets/demo.yaml``).
+        mask_bundle: the mask bundle's folder (trained weights in its ``models/``).
+        spade_bundle: the SPADE bundle's folder (trained weights in its ``models/``).
+        mask_overrides: further config values for the mask bundle (e.g. another ``ckpt_dir``).
+        spade_overrides: further config values for the SPADE bundle.
+
+    Returns:
+        The pair manifest's path.
+    """
+    output_dir = Path(output_dir).resolve()
+    mask_bundle, spade_bundle = Path(mask_bundle).resolve(), Path(spade_bundle).resolve()
+    for bundle in (mask_bundle, spade_bundle):
+        if not (bundle / "configs" / "inference.yaml").is_file():
+            raise InputError(f"{bundle}: not a bundle folder (no configs/inference.yaml)")
+    if preset is not None:
+        for bundle in (mask_bundle, spade_bundle):
+            if not (bundle / "configs" / "presets" / f"{preset}.yaml").is_file():
+                raise InputError(f"{bundle}: no preset '{preset}' (configs/presets/{preset}.yaml)")
+    presets = [] if preset is None else [f"configs/presets/{preset}.yaml"]
+    label_maps = output_dir / "label_maps"
+    mask_settings: dict[str, Any] = {
+        "num_samples": num_samples, "guidance_scale": guidance_scale, "num_inference_steps": mask_steps,
+        "seed": seed, "output_dir": str(label_maps),
+    }  # fmt: skip
+    if conditions is not None:
+        mask_settings["conditions"] = conditions
+    run_bundle(mask_bundle, ["configs/inference.yaml", *presets], {**mask_settings, **(mask_overrides or {})},
+               "label maps (ventricle_mask_ldm)")  # fmt: skip
+    spade_settings = {"label_maps": str(label_maps), "num_inference_steps": image_steps, "seed": seed,
+                      "output_dir": str(output_dir)}  # fmt: skip
+    run_bundle(spade_bundle, ["configs/inference.yaml", *presets], {**spade_settings, **(spade_overrides or {})},
+               "images (spade_mri_ldm)")  # fmt: skip
+    manifest = output_dir / "manifest.csv"
+    logger.info("%d labelled pairs in %s (manifest %s)", len(read_csv(manifest)), output_dir, manifest.name)
+    return manifest
