@@ -31,20 +31,27 @@ def _count(network: torch.nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())
 
 
+def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> tuple[dict, int]:
+    """Build the networks ``{report name: config id}`` of a bundle's training configs; print their sizes.
+
+    Returns:
+        ``({report name: network}, number of label classes)``.
+    """
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "bundles" / bundle_name / name) for name in STAGE_CONFIGS[bundle_name]])
+    networks = {name: parser.get_parsed_content(config_id).to(device).eval() for name, config_id in ids.items()}
+    for name, network in networks.items():
+        print(f"{name} ({type(network).__name__}): {_count(network) / 1e6:.1f} M parameters")
+    return networks, parser.get_parsed_content("num_classes")
+
+
 def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size."""
-    bundle = ROOT / "bundles" / "ventricle_mask_ldm"
-    parser = ConfigParser()
-    parser.read_config([str(bundle / name) for name in STAGE_CONFIGS["ventricle_mask_ldm"]])
-    autoencoder = parser.get_parsed_content("autoencoder_def").to(device).eval()
-    unet = parser.get_parsed_content("network_def").to(device).eval()
-    num_classes = parser.get_parsed_content("num_classes")
-    report: dict = {
-        "autoencoder_parameters": _count(autoencoder),
-        "diffusion_unet_parameters": _count(unet),
-    }
-    print(f"autoencoder (AutoencoderKL): {report['autoencoder_parameters'] / 1e6:.1f} M parameters")
-    print(f"diffusion UNet (DiffusionModelUNet): {report['diffusion_unet_parameters'] / 1e6:.1f} M parameters")
+    networks, num_classes = _paper_size_networks(
+        "ventricle_mask_ldm", {"autoencoder": "autoencoder_def", "diffusion_unet": "network_def"}, device
+    )
+    autoencoder, unet = networks["autoencoder"], networks["diffusion_unet"]
+    report: dict = {f"{name}_parameters": _count(network) for name, network in networks.items()}
     if forward:
         with torch.no_grad():
             labels = torch.zeros(1, num_classes, *shape, device=device)
@@ -65,21 +72,10 @@ def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: boo
 
 def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size."""
-    bundle = ROOT / "bundles" / "spade_mri_ldm"
-    parser = ConfigParser()
-    parser.read_config([str(bundle / name) for name in STAGE_CONFIGS["spade_mri_ldm"]])
-    autoencoder = parser.get_parsed_content("autoencoder_def").to(device).eval()
-    discriminator = parser.get_parsed_content("discriminator_def").to(device).eval()
-    unet = parser.get_parsed_content("network_def").to(device).eval()
-    num_classes = parser.get_parsed_content("num_classes")
-    report: dict = {
-        "autoencoder_parameters": _count(autoencoder),
-        "discriminator_parameters": _count(discriminator),
-        "diffusion_unet_parameters": _count(unet),
-    }
-    print(f"autoencoder (SPADEAutoencoderKL): {report['autoencoder_parameters'] / 1e6:.1f} M parameters")
-    print(f"discriminator (PatchDiscriminator): {report['discriminator_parameters'] / 1e6:.1f} M parameters")
-    print(f"diffusion UNet (SPADEDiffusionModelUNet): {report['diffusion_unet_parameters'] / 1e6:.1f} M parameters")
+    ids = {"autoencoder": "autoencoder_def", "discriminator": "discriminator_def", "diffusion_unet": "network_def"}
+    networks, num_classes = _paper_size_networks("spade_mri_ldm", ids, device)
+    autoencoder, unet = networks["autoencoder"], networks["diffusion_unet"]
+    report: dict = {f"{name}_parameters": _count(network) for name, network in networks.items()}
     if forward:
         with torch.no_grad():
             image = torch.rand(1, 1, *shape, device=device)

@@ -35,12 +35,50 @@ def null_context(batch_size: int, device: torch.device | str | None = None) -> t
     return torch.zeros(batch_size, 1, 2, device=device)
 
 
-class ConditionalLatentPrepareBatch(DiffusionPrepareBatch):
-    """Encodes a batch with a frozen autoencoder, scales the latents, and adds a dropped-out context.
+class LatentPrepareBatch(DiffusionPrepareBatch):
+    """Encodes a batch's images with a frozen autoencoder, scales the latents, and draws noise and timesteps.
 
-    Use with ``monai.engines.SupervisedTrainer`` and ``monai.inferers.DiffusionInferer``: the
-    trainer's inputs are the scaled latents, the target is the noise, and the inferer gets
-    ``noise``, ``timesteps`` and ``condition`` (the context) as keyword arguments.
+    The trainer's inputs are the scaled latents and its target the noise; the inferer
+    (``monai.inferers.DiffusionInferer``) gets ``noise``, ``timesteps`` and whatever
+    :meth:`model_inputs` adds (the context, the segmentation) as keyword arguments.
+
+    Args:
+        autoencoder: frozen autoencoder with ``encode_stage_2_inputs(images)``.
+        scaler: latent scaling saved with the model.
+        num_train_timesteps: diffusion steps ``T``.
+    """
+
+    def __init__(self, autoencoder: torch.nn.Module, scaler: LatentScaler, num_train_timesteps: int, **kwargs: Any):
+        super().__init__(num_train_timesteps=num_train_timesteps, **kwargs)
+        self.autoencoder = autoencoder
+        self.scaler = scaler
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C_in, *spatial)`` -> scaled latents ``(B, C_latent, *latent_spatial)``."""
+        self.autoencoder.eval()
+        return self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
+
+    def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra keyword inputs of the diffusion model for this batch (none here)."""
+        return {}
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        latents = self.encode(images)
+        noise = self.get_noise(latents)
+        timesteps = self.get_timesteps(latents)
+        return latents, noise, (), {"noise": noise, "timesteps": timesteps, **self.model_inputs(batchdata, latents)}
+
+
+class ConditionalLatentPrepareBatch(LatentPrepareBatch):
+    """Latent batches with the cross-attention context ``[c, 1]``, dropped to ``[0, 0]`` with probability ``p_uncond``.
 
     Args:
         autoencoder: frozen autoencoder with ``encode_stage_2_inputs``.
@@ -58,42 +96,22 @@ class ConditionalLatentPrepareBatch(DiffusionPrepareBatch):
         condition_name: str = "c",
         p_uncond: float = 0.2,
     ) -> None:
-        super().__init__(num_train_timesteps=num_train_timesteps, condition_name=condition_name)
+        super().__init__(autoencoder, scaler, num_train_timesteps, condition_name=condition_name)
         if not 0.0 <= p_uncond <= 1.0:
             raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
-        self.autoencoder = autoencoder
-        self.scaler = scaler
         self.p_uncond = float(p_uncond)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C_in, *spatial)`` -> scaled latents ``(B, C_latent, *latent_spatial)``."""
-        self.autoencoder.eval()
-        return self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
-
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        latents = self.encode(images)
-        noise = self.get_noise(latents)
-        timesteps = self.get_timesteps(latents)
+    def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``condition``: the context ``(B, 1, 2)``, each sample kept with probability ``1 - p_uncond``."""
         c = torch.as_tensor(batchdata[self.condition_name]).to(latents.device)
         keep = torch.rand(latents.shape[0], device=latents.device) >= self.p_uncond
-        context = make_context(c, keep)
-        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "condition": context}
+        return {"condition": make_context(c, keep)}
 
 
-class SegmentationLatentPrepareBatch(DiffusionPrepareBatch):
-    """Encodes the images with a frozen autoencoder, scales the latents, and passes the segmentation on.
+class SegmentationLatentPrepareBatch(LatentPrepareBatch):
+    """Latent batches with the one-hot segmentation a ``SPADEDiffusionModelUNet`` gets at every step.
 
-    For a ``SPADEDiffusionModelUNet`` trained with ``monai.engines.SupervisedTrainer`` and
-    ``monai.inferers.DiffusionInferer``: the inferer gets ``noise``, ``timesteps`` and ``seg``
-    (the one-hot label map at full resolution; SPADE resizes it to every feature map).
+    The segmentation stays at full resolution; SPADE resizes it to every feature map.
 
     Args:
         autoencoder: frozen (SPADE) autoencoder with ``encode_stage_2_inputs(image)``.
@@ -105,23 +123,9 @@ class SegmentationLatentPrepareBatch(DiffusionPrepareBatch):
     def __init__(
         self, autoencoder: torch.nn.Module, scaler: LatentScaler, num_train_timesteps: int, seg_key: str = "seg"
     ) -> None:
-        super().__init__(num_train_timesteps=num_train_timesteps)
-        self.autoencoder = autoencoder
-        self.scaler = scaler
+        super().__init__(autoencoder, scaler, num_train_timesteps)
         self.seg_key = seg_key
 
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        with torch.no_grad():
-            self.autoencoder.eval()
-            latents = self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
-        noise = self.get_noise(latents)
-        timesteps = self.get_timesteps(latents)
-        seg = torch.as_tensor(batchdata[self.seg_key]).to(device=latents.device, non_blocking=non_blocking)
-        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "seg": seg}
+    def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``seg``: the batch's one-hot segmentation on the latents' device."""
+        return {"seg": torch.as_tensor(batchdata[self.seg_key]).to(latents.device)}
