@@ -194,3 +194,14 @@ def test_inference_refuses_bad_label_maps_and_missing_statistics(trained_both, d
     (folder / "models" / "latent_scaler.json").unlink()
     done = run(folder, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(bad.parent))
     assert done.returncode != 0 and "latent_scaler.json: missing; train both stages first" in done.stderr
+
+
+def test_diffusion_overlay_runs_under_torchrun_with_two_cpu_processes(trained_both, data, tmp_path):
+    folder = copy_bundle(tmp_path)
+    shutil.copytree(trained_both / "models", folder / "models")
+    stages = [*AUTOENCODER[:1], "configs/train_diffusion.yaml", DEMO, "configs/multi_gpu_train_diffusion.yaml"]
+    for old in (folder / "models").glob("diffusion_checkpoint_epoch=*.pt"):
+        old.unlink()  # start this stage afresh
+    done = run(folder, stages, "--datalist", str(data), *TINY, *TINY_UNET, "--diffusion_epochs", "1", torchrun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "models" / "diffusion_checkpoint_epoch=1.pt").is_file()

@@ -9,11 +9,13 @@ time :mod:`shared.sampling.guidance` combines the two predictions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
 from monai.engines.utils import DiffusionPrepareBatch, default_prepare_batch
+from monai.inferers import DiffusionInferer
 
 from shared.latents import LatentScaler
 
@@ -129,3 +131,25 @@ class SegmentationLatentPrepareBatch(LatentPrepareBatch):
     def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """``seg``: the batch's one-hot segmentation on the latents' device."""
         return {"seg": torch.as_tensor(batchdata[self.seg_key]).to(latents.device)}
+
+
+class SegmentationDiffusionInferer(DiffusionInferer):
+    """``DiffusionInferer`` that hands ``seg`` to any wrapped SPADE model.
+
+    MONAI's inferer passes the segmentation only when the model *is* a
+    ``SPADEDiffusionModelUNet``; under ``torchrun`` the model is wrapped in
+    ``DistributedDataParallel``, so the segmentation would be dropped. This binds it first.
+    """
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: Callable[..., torch.Tensor],
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        mode: str = "crossattn",
+        seg: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        model = diffusion_model if seg is None else partial(diffusion_model, seg=seg)
+        return super().__call__(inputs, model, noise, timesteps, condition=condition, mode=mode)
