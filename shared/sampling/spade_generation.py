@@ -85,10 +85,13 @@ def paint_images(
     rows: list[dict[str, Any]] = []
     shown = set(mosaic_indices(list(range(len(inputs)))))
     mosaic: list[MosaicCase] = []
+    z_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
     for index, (path, source_row) in enumerate(tqdm(inputs, desc="images", unit="map", disable=not progress)):
         labels = load_label_map(path, allowed_labels=class_ids)
         seg = one_hot(labels.array, class_ids).to(device)
-        z_shape = latent_shape(autoencoder, 1, labels.array.shape, device)
+        if labels.array.shape not in z_shapes:  # one encoder probe per grid, not per map
+            z_shapes[labels.array.shape] = latent_shape(autoencoder, 1, labels.array.shape, device)
+        z_shape = z_shapes[labels.array.shape]
         latents = torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + index))[None].to(device)
         for t in scheduler.timesteps:
             eps = diffusion(latents, timesteps=torch.full((1,), int(t), device=device), seg=seg)
