@@ -198,21 +198,3 @@ class VaeGanTrainer(Trainer):
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)  # MONAI decollates (and post-processes) here
         return engine.state.output
-
-
-def reconstruction_batch(
-    batchdata: Mapping[str, Any],
-    device: torch.device | str | None = None,
-    non_blocking: bool = False,
-    image_key: str = "image",
-    seg_key: str = "seg",
-    **_kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor], dict]:
-    """``prepare_batch`` for a ``SupervisedEvaluator`` of a SPADE autoencoder.
-
-    Returns ``(image, image, (seg,), {})``: the evaluator then calls ``network(image, seg)``
-    and compares the reconstruction with the image itself.
-    """
-    image = torch.as_tensor(batchdata[image_key]).to(device=device, non_blocking=non_blocking)
-    seg = torch.as_tensor(batchdata[seg_key]).to(device=device, non_blocking=non_blocking)
-    return image, image, (seg,), {}
