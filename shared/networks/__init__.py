@@ -1,0 +1,2 @@
+"""Networks MONAI lacks, built from MONAI's own: the slice VAE with a slice-position embedding,
+its slice-stacking 3D wrapper, and the tumour-conditioned 3D diffusion UNet."""
