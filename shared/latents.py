@@ -80,7 +80,7 @@ class LatentScaler:
 
 @torch.no_grad()
 def fit_or_load_scaler(
-    autoencoder: torch.nn.Module,
+    autoencoder: torch.nn.Module | None,
     dataset: Sequence[dict[str, Any]],
     path: str | os.PathLike,
     device: torch.device | str = "cpu",
@@ -92,16 +92,18 @@ def fit_or_load_scaler(
 
     Loading when present keeps a resumed training on the same latent scale. Fitting reads the
     dataset itself (not a loader), so every process of a multi-process run fits the same scaler.
+    With ``autoencoder=None`` the dataset's items already hold latents.
     """
     if Path(path).is_file():
         return LatentScaler.load(path)
     if len(dataset) == 0:
         raise InputError(f"{path}: no training data to fit the latent scaler on")
-    autoencoder.eval()
-    latents = [
-        autoencoder.encode_stage_2_inputs(torch.as_tensor(dataset[i][image_key])[None].to(device)).cpu()
-        for i in range(min(max_items, len(dataset)))
-    ]
+    if autoencoder is not None:
+        autoencoder.eval()
+    latents = []
+    for i in range(min(max_items, len(dataset))):
+        item = torch.as_tensor(dataset[i][image_key])[None].to(device)
+        latents.append((item if autoencoder is None else autoencoder.encode_stage_2_inputs(item)).cpu())
     scaler = LatentScaler.fit(torch.cat(latents), per_channel=per_channel)
     scaler.save(path)
     return scaler
@@ -109,6 +111,35 @@ def fit_or_load_scaler(
 
 @torch.no_grad()
 def latent_shape(autoencoder: torch.nn.Module, in_channels: int, shape: Sequence[int], device: Any) -> tuple[int, ...]:
-    """``(C_latent, *latent_spatial)`` the autoencoder's encoder gives for an ``in_channels`` x ``shape`` input."""
+    """``(C_latent, *latent_spatial)`` the autoencoder's encoder gives for an ``in_channels`` x ``shape`` input.
+
+    An autoencoder with its own ``latent_shape`` method (the slice stack: one slice suffices) answers itself.
+    """
+    if hasattr(autoencoder, "latent_shape"):
+        return tuple(autoencoder.latent_shape(in_channels, shape, device))
     probe = torch.zeros(1, in_channels, *shape, device=device)
     return tuple(autoencoder.encode_stage_2_inputs(probe).shape[1:])
+
+
+@torch.no_grad()
+def encode_dataset(
+    autoencoder: torch.nn.Module,
+    dataset: Sequence[dict[str, Any]],
+    device: torch.device | str = "cpu",
+    image_key: str = "image",
+    keep: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Encode every item once with a frozen autoencoder: ``[{image_key: latent (C, ...), **kept keys}]``.
+
+    For diffusion training with an expensive encoder (a slice VAE runs once per slice): the
+    latents are computed before training instead of at every iteration.
+    """
+    from tqdm.auto import tqdm
+
+    autoencoder.eval()
+    encoded = []
+    for i in tqdm(range(len(dataset)), desc="encoding training volumes", unit="volume", disable=None):
+        item = dataset[i]
+        latent = autoencoder.encode_stage_2_inputs(torch.as_tensor(item[image_key])[None].to(device))[0].cpu()
+        encoded.append({image_key: latent, **{key: item[key] for key in keep}})
+    return encoded

@@ -1,4 +1,4 @@
-"""Losses MONAI lacks as one piece: the label-map VAE loss (Dice + cross-entropy + KL)."""
+"""Losses MONAI lacks as one piece: the label-map VAE loss (Dice + cross-entropy + KL) and the slice VAE loss."""
 
 from __future__ import annotations
 
@@ -32,3 +32,48 @@ class LabelAutoencoderLoss(torch.nn.Module):
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         logits, z_mu, z_sigma = outputs
         return self.segmentation(logits, target) + self.kl_weight * kl_divergence(z_mu, z_sigma)
+
+
+class SliceVAELoss(torch.nn.Module):
+    """``L1 + ssim_weight * (1 - SSIM) + perceptual_weight * perceptual + kl_weight * KL`` for the slice VAE.
+
+    The SBLDM first-stage loss (SPEC section 4). Slices are ``[image, mask]`` in ``[-1, 1]``;
+    SSIM is computed over both channels with ``data_range=2``. The perceptual term (on the image
+    channel only, as the authors do) is optional: pass a loss built from local weights.
+
+    Args:
+        kl_weight: weight of the KL term (SPEC: 1e-6).
+        ssim_weight: weight of ``1 - SSIM``.
+        perceptual_loss: optional ``loss(recon_image, image)`` on ``(B, 1, H, W)``.
+        perceptual_weight: its weight.
+        win_size: SSIM window (odd, at most the slice size).
+
+    ``forward(outputs, target)``: ``outputs = (recon (B, 2, H, W), z_mu, z_sigma)`` as returned by
+    :class:`shared.networks.slice_vae.SliceVAE`; ``target`` = the input slices ``(B, 2, H, W)``.
+    """
+
+    def __init__(
+        self,
+        kl_weight: float = 1e-6,
+        ssim_weight: float = 1.0,
+        perceptual_loss: torch.nn.Module | None = None,
+        perceptual_weight: float = 1.0,
+        win_size: int = 7,
+    ) -> None:
+        super().__init__()
+        from monai.losses import SSIMLoss
+
+        self.kl_weight = float(kl_weight)
+        self.ssim_weight = float(ssim_weight)
+        self.ssim = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=win_size)
+        self.perceptual_loss = perceptual_loss
+        self.perceptual_weight = float(perceptual_weight)
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        recon, z_mu, z_sigma = outputs
+        loss = torch.nn.functional.l1_loss(recon, target) + self.kl_weight * kl_divergence(z_mu, z_sigma)
+        if self.ssim_weight:
+            loss = loss + self.ssim_weight * self.ssim(recon.float().clamp(-1, 1), target.float())
+        if self.perceptual_loss is not None and self.perceptual_weight:
+            loss = loss + self.perceptual_weight * self.perceptual_loss(recon[:, :1].float(), target[:, :1].float())
+        return loss

@@ -1,4 +1,4 @@
-"""Dictionary transforms MONAI lacks: label-set and image/label grid validation, the ventricle condition ``c``.
+"""Dictionary transforms MONAI lacks: label-set, value-range and grid checks, the ventricle condition ``c``.
 
 Both read the file name from the MetaTensor's metadata, so their errors name the file.
 """
@@ -116,4 +116,33 @@ class VentricleConditiond(MapTransform):
             d[self.c_key] = torch.tensor([self.normaliser.transform(ratio)], dtype=torch.float32)
             if self.ratio_key:
                 d[self.ratio_key] = torch.tensor([ratio], dtype=torch.float32)
+        return d
+
+
+class CheckRanged(MapTransform):
+    """Fail with ``<file>: intensities outside [low, high] ...`` for data not prepared as the model expects.
+
+    Args:
+        keys: image keys.
+        low, high: the expected value range (e.g. ``-1, 1`` for prepared tumour pairs).
+        hint: appended to the message (how to prepare the data).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, low: float, high: float, hint: str = "", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.low, self.high, self.hint = float(low), float(high), hint
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values = torch.as_tensor(d[key])
+            low, high = float(values.min()), float(values.max())
+            if low < self.low - 1e-4 or high > self.high + 1e-4:
+                hint = f"; {self.hint}" if self.hint else ""
+                raise InputError(
+                    f"{_source(d[key])}: intensities outside [{self.low:g}, {self.high:g}] "
+                    f"(found {low:.4g} .. {high:.4g}){hint}"
+                )
         return d

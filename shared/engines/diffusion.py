@@ -1,5 +1,6 @@
 """Preparing latent-diffusion training batches: with a scalar condition and conditioning dropout
-(mask LDM), or with the segmentation a SPADE diffusion model receives at every step.
+(mask LDM), with the segmentation a SPADE diffusion model receives at every step, or with a
+tumour feature vector (slice-based LDM).
 
 Classifier-free guidance (SPEC section 2) trains one network both conditionally and
 unconditionally: the cross-attention context is ``[c, 1]`` for a conditioned sample and
@@ -45,19 +46,25 @@ class LatentPrepareBatch(DiffusionPrepareBatch):
     :meth:`model_inputs` adds (the context, the segmentation) as keyword arguments.
 
     Args:
-        autoencoder: frozen autoencoder with ``encode_stage_2_inputs(images)``.
+        autoencoder: frozen autoencoder with ``encode_stage_2_inputs(images)``; ``None`` when the
+            batches already hold latents (encoded once before training, see
+            :func:`shared.latents.encode_dataset`).
         scaler: latent scaling saved with the model.
         num_train_timesteps: diffusion steps ``T``.
     """
 
-    def __init__(self, autoencoder: torch.nn.Module, scaler: LatentScaler, num_train_timesteps: int, **kwargs: Any):
+    def __init__(
+        self, autoencoder: torch.nn.Module | None, scaler: LatentScaler, num_train_timesteps: int, **kwargs: Any
+    ):
         super().__init__(num_train_timesteps=num_train_timesteps, **kwargs)
         self.autoencoder = autoencoder
         self.scaler = scaler
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C_in, *spatial)`` -> scaled latents ``(B, C_latent, *latent_spatial)``."""
+        """Images ``(B, C_in, *spatial)`` (or latents, without autoencoder) -> scaled latents."""
+        if self.autoencoder is None:
+            return self.scaler.forward(images)
         self.autoencoder.eval()
         return self.scaler.forward(self.autoencoder.encode_stage_2_inputs(images))
 
@@ -153,3 +160,31 @@ class SegmentationDiffusionInferer(DiffusionInferer):
     ) -> torch.Tensor:
         model = diffusion_model if seg is None else partial(diffusion_model, seg=seg)
         return super().__call__(inputs, model, noise, timesteps, condition=condition, mode=mode)
+
+
+class VectorConditionLatentPrepareBatch(LatentPrepareBatch):
+    """Latent batches with a condition vector per sample (the SBLDM tumour features), as ``condition``.
+
+    The inferer hands it to the network as ``context`` (``(B, K)``), which
+    :class:`shared.networks.tumour_unet.TumourConditionedUNet` embeds.
+
+    Args:
+        autoencoder: frozen autoencoder, or ``None`` for batches of precomputed latents.
+        scaler: latent scaling saved with the model.
+        num_train_timesteps: diffusion steps ``T``.
+        condition_name: batch key of the vectors ``(B, K)``.
+    """
+
+    def __init__(
+        self,
+        autoencoder: torch.nn.Module | None,
+        scaler: LatentScaler,
+        num_train_timesteps: int,
+        condition_name: str = "condition",
+    ) -> None:
+        super().__init__(autoencoder, scaler, num_train_timesteps, condition_name=condition_name)
+
+    def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``condition``: the batch's vectors ``(B, K)`` as float on the latents' device."""
+        vectors = torch.as_tensor(batchdata[self.condition_name]).to(latents.device, torch.float32)
+        return {"condition": vectors.reshape(latents.shape[0], -1)}

@@ -11,7 +11,7 @@ index as position.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -57,6 +57,15 @@ class SliceStackAutoencoder(nn.Module):
                 for start in range(0, slices.shape[0], self.chunk_size)
             ]
         )
+
+    @torch.no_grad()
+    def latent_shape(
+        self, in_channels: int, shape: Sequence[int], device: torch.device | str = "cpu"
+    ) -> tuple[int, ...]:
+        """``(C, h, w, D)`` of the stacked latent of a ``(in_channels, H, W, D)`` volume (one slice encoded)."""
+        probe = torch.zeros(1, in_channels, *shape[:2], device=device)
+        latent = self.vae.encode_stage_2_inputs(probe, torch.zeros(1, dtype=torch.long, device=device))
+        return (*latent.shape[1:], int(shape[2]))
 
     def encode_stage_2_inputs(self, volumes: torch.Tensor) -> torch.Tensor:
         """Volumes ``(B, 2, H, W, D)`` -> stacked posterior means ``(B, C, h, w, D)``."""

@@ -1,4 +1,4 @@
-"""Sampling loops MONAI lacks: classifier-free guidance in one doubled batch (and, later, slice stacking)."""
+"""Sampling MONAI lacks: classifier-free guidance in one doubled batch, generation jobs, condition requests."""
 
 from shared import lazy_submodules
 

@@ -1,4 +1,4 @@
-"""Classifier-free guided sampling (SPEC section 2).
+"""Latent sampling loops, with classifier-free guidance (SPEC section 2) or plainly conditional.
 
 At every step the conditional and unconditional predictions come from **one doubled
 batch** and are combined as ``eps = eps_u + G * (eps_c - eps_u)``: ``G = 0`` is
@@ -60,22 +60,24 @@ def sample_with_guidance(
     scheduler: object,
     noise: torch.Tensor,
     context: torch.Tensor,
-    null: torch.Tensor,
+    null: torch.Tensor | None,
     guidance_scale: float,
     num_inference_steps: int,
     progress: bool = True,
+    step_kwargs: dict | None = None,
 ) -> torch.Tensor:
-    """Run a MONAI scheduler (DDPM or DDIM) from ``noise`` with classifier-free guidance.
+    """Run a MONAI scheduler (DDPM or DDIM) from ``noise``, with classifier-free guidance if ``null`` is given.
 
     Args:
         model: ``model(x, timesteps=..., context=...)``.
         scheduler: ``monai.networks.schedulers`` DDPM/DDIM scheduler (its ``set_timesteps`` is called).
         noise: initial latents ``(B, C, *spatial)``.
-        context: ``(B, 1, D)`` conditional contexts.
-        null: ``(B, 1, D)`` null contexts.
-        guidance_scale: ``G >= 0``.
+        context: ``(B, 1, D)`` conditional contexts (or whatever the model takes as ``context``).
+        null: ``(B, 1, D)`` null contexts; ``None`` for plain conditional sampling (one pass per step).
+        guidance_scale: ``G >= 0`` (unused without ``null``).
         num_inference_steps: number of denoising steps.
         progress: show a progress bar.
+        step_kwargs: extra arguments of ``scheduler.step`` (DDIM ``eta``, a ``generator``).
 
     Returns:
         Denoised latents, same shape as ``noise``.
@@ -84,6 +86,10 @@ def sample_with_guidance(
     scheduler.set_timesteps(num_inference_steps=num_inference_steps, device=noise.device)
     x = noise
     for t in tqdm(scheduler.timesteps, desc="sampling", unit="step", disable=not progress):
-        eps = guided_eps(model, x, t, context, null, guidance_scale)
-        x, _ = scheduler.step(eps, t, x)
+        if null is None:
+            timesteps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+            eps = model(x, timesteps=timesteps, context=context)
+        else:
+            eps = guided_eps(model, x, t, context, null, guidance_scale)
+        x, _ = scheduler.step(eps, t, x, **(step_kwargs or {}))
     return x
