@@ -1,0 +1,89 @@
+"""Slice-based LDM parts: the slice dataset, the VAE loss, condition requests, vector-conditioned batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shared.conditions import TumourFeatureNormaliser
+from shared.engines.diffusion import VectorConditionLatentPrepareBatch
+from shared.io import InputError, write_csv
+from shared.latents import LatentScaler
+from shared.losses import SliceVAELoss
+from shared.sampling.tumour_conditions import random_tumour_conditions, resolve_tumour_conditions
+from shared.slices import SliceDataset, empty_slices
+
+NORMALISER = TumourFeatureNormaliser(volume_max=8000.0, surface_area_max=3000.0)
+TRAINING = np.array(
+    [
+        [0.5, 0.6, 0.80, 0.40, 0.50, 0.55, 0.20, 0.25, 0.30],
+        [1.0, 1.0, 0.75, 0.60, 0.45, 0.50, 0.30, 0.30, 0.40],
+        [0.1, 0.2, 0.85, 0.50, 0.60, 0.40, 0.10, 0.12, 0.15],
+    ]
+)
+
+
+def test_empty_slices_are_mostly_dropped_and_positions_kept():
+    volume = -torch.ones(2, 8, 8, 10)
+    volume[0, 2:6, 2:6, 3:7] = 0.5  # brain in slices 3..6
+    dataset = SliceDataset([{"image": volume}], empty_keep_fraction=0.0)
+    assert empty_slices(volume).tolist() == [True] * 3 + [False] * 4 + [True] * 3
+    assert len(dataset) == 4 and dataset.dropped == 6
+    item = dataset[0]
+    assert item["position"] == 3 and item["image"].shape == (2, 8, 8)
+    assert torch.equal(item["image"], volume[..., 3]) and torch.equal(item["label"], item["image"])
+    assert len(SliceDataset([{"image": volume}], empty_keep_fraction=1.0)) == 10
+
+
+def test_slice_vae_loss_is_zero_for_a_perfect_reconstruction_and_grows_with_error():
+    loss = SliceVAELoss(kl_weight=0.0)
+    target = torch.rand(2, 2, 16, 16) * 2 - 1
+    zeros = torch.zeros(2, 3, 4, 4)
+    assert float(loss((target, zeros, torch.ones_like(zeros)), target)) == pytest.approx(0.0, abs=1e-5)
+    noisy = float(loss((target + 0.3 * torch.randn_like(target), zeros, torch.ones_like(zeros)), target))
+    assert noisy > 0.2
+
+
+def test_random_conditions_are_consistent():
+    vectors = random_tumour_conditions(200, TRAINING, NORMALISER, np.random.default_rng(0))
+    volume, area, sphericity = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    assert np.all((volume >= 0.1) & (volume <= 1.0))
+    raw_volume, raw_area = volume * NORMALISER.volume_max, area * NORMALISER.surface_area_max
+    np.testing.assert_allclose((36 * np.pi * raw_volume**2) ** (1 / 3) / raw_area, sphericity)  # area follows V, s
+    assert set(np.round(sphericity, 6)) <= set(np.round(TRAINING[:, 2], 6))
+    centre, box = vectors[:, 3:6], vectors[:, 6:9]
+    assert np.all(centre - box / 2 >= -1e-9) and np.all(centre + box / 2 <= 1 + 1e-9)
+    assert np.abs(centre - TRAINING[:, 3:6].mean(axis=0)).max() < 0.3  # near where training tumours are
+    big = random_tumour_conditions(50, TRAINING, NORMALISER, np.random.default_rng(1), volume=[0.9, 1.0])
+    assert big[:, 6:9].mean() > vectors[:, 6:9].mean()  # boxes grow with the volume
+
+
+def test_condition_requests(tmp_path):
+    one = resolve_tumour_conditions(TRAINING[0].tolist(), 3, TRAINING, NORMALISER)
+    assert one.shape == (3, 9) and np.all(one == TRAINING[0])
+    assert resolve_tumour_conditions(TRAINING.tolist(), 1, TRAINING, NORMALISER).shape == (3, 9)
+    table = tmp_path / "t.csv"
+    from shared.conditions import TUMOUR_FEATURE_NAMES
+
+    write_csv(table, [dict(zip(TUMOUR_FEATURE_NAMES, row)) for row in TRAINING[:2]], TUMOUR_FEATURE_NAMES)
+    np.testing.assert_allclose(resolve_tumour_conditions({"table": str(table)}, 5, TRAINING, NORMALISER), TRAINING[:2])
+    drawn = resolve_tumour_conditions({"random": {}}, 4, TRAINING, NORMALISER, seed=3)
+    np.testing.assert_allclose(drawn, resolve_tumour_conditions({"random": {}}, 4, TRAINING, NORMALISER, seed=3))
+    with pytest.raises(InputError, match="needs 9 values .* got 8"):
+        resolve_tumour_conditions([0.5] * 8, 1, TRAINING, NORMALISER)
+    with pytest.raises(InputError, match="condition table needs the columns"):
+        write_csv(tmp_path / "bad.csv", [{"volume": 1}], ["volume"])
+        resolve_tumour_conditions({"table": str(tmp_path / "bad.csv")}, 1, TRAINING, NORMALISER)
+    with pytest.raises(InputError, match="expected 9 values, a list of vectors"):
+        resolve_tumour_conditions({"uniform": [0, 1]}, 1, TRAINING, NORMALISER)
+
+
+def test_vector_condition_batches_carry_the_vectors_to_the_network():
+    prepare = VectorConditionLatentPrepareBatch(None, LatentScaler((2.0,), (0.0,)), num_train_timesteps=10)
+    latents = torch.randn(2, 3, 4, 4, 4)
+    batch = {"image": latents, "condition": torch.rand(2, 9)}
+    inputs, target, _, kwargs = prepare(batch)
+    assert torch.allclose(inputs, 2.0 * latents)  # precomputed latents are only scaled
+    assert torch.equal(kwargs["condition"], batch["condition"]) and torch.equal(kwargs["noise"], target)
+    assert kwargs["timesteps"].shape == (2,) and int(kwargs["timesteps"].max()) < 10
