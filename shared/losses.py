@@ -47,6 +47,7 @@ class SliceVAELoss(torch.nn.Module):
         perceptual_loss: optional ``loss(recon_image, image)`` on ``(B, 1, H, W)``.
         perceptual_weight: its weight.
         win_size: SSIM window (odd, at most the slice size).
+        spatial_dims: 2 for slices; 3 for the 3D-LDM baseline's volume autoencoder.
 
     ``forward(outputs, target)``: ``outputs = (recon (B, 2, H, W), z_mu, z_sigma)`` as returned by
     :class:`shared.networks.slice_vae.SliceVAE`; ``target`` = the input slices ``(B, 2, H, W)``.
@@ -59,13 +60,14 @@ class SliceVAELoss(torch.nn.Module):
         perceptual_loss: torch.nn.Module | None = None,
         perceptual_weight: float = 1.0,
         win_size: int = 7,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         from monai.losses import SSIMLoss
 
         self.kl_weight = float(kl_weight)
         self.ssim_weight = float(ssim_weight)
-        self.ssim = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=win_size)
+        self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=2.0, win_size=win_size)
         self.perceptual_loss = perceptual_loss
         self.perceptual_weight = float(perceptual_weight)
 

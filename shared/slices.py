@@ -2,19 +2,23 @@
 
 Each item of the volume dataset holds ``image`` ``(2, H, W, D)`` (FLAIR and mask in
 ``[-1, 1]``); :class:`SliceDataset` exposes every axial slice ``[..., k]`` as an item
-``{"image": (2, H, W), "label": (2, H, W), "position": k}`` (the VAE's target is its input).
+``{"image": (2, H, W), "position": k}`` (the VAE's target is its input, see
+:class:`shared.engines.reconstruction.ReconstructionPrepareBatch`).
 Slices without brain (every image voxel at the volume's minimum, -1 after scaling) carry
 little information; like the authors, only a fraction of them is kept (drawn once, with a seed).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
 
 #: An image slice is "empty" when all of it lies within this distance of -1 (the background).
 EMPTY_TOLERANCE = 1e-3
@@ -57,6 +61,7 @@ class SliceDataset(Dataset):
             self.index.extend((v, int(k)) for k in np.flatnonzero(keep))
         if not self.index:
             raise ValueError("slice dataset: no slices left (no volumes, or every slice empty)")
+        logger.info("slice dataset: %d slices, %d brain-free slices dropped", len(self.index), self.dropped)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -66,4 +71,4 @@ class SliceDataset(Dataset):
         volume = self.volumes[v][self.image_key]
         volume = volume.as_tensor() if hasattr(volume, "as_tensor") else torch.as_tensor(volume)  # no MetaTensor
         slice_ = volume[..., k]
-        return {"image": slice_, "label": slice_, "position": k}
+        return {"image": slice_, "position": k}

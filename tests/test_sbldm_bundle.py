@@ -167,3 +167,25 @@ def test_training_refuses_unprepared_images(prepared, tmp_path):
                "--autoencoder_epochs", "1")  # fmt: skip
     assert done.returncode != 0
     assert f"{image_file}: intensities outside [-1, 1]" in done.stderr
+
+
+def test_table1_rows_for_sbldm_and_the_3d_ldm_baseline(trained, prepared):
+    evaluate = ["configs/inference.yaml", "configs/evaluate.yaml"]
+    common = ["--datalist", str(prepared), *TINY, "--num_samples", "2", "--num_inference_steps", "2"]
+    done = run(trained, [*evaluate, DEMO], *common)
+    assert done.returncode == 0, done.stderr[-3000:]
+    baseline = "configs/baseline_3d_ldm.yaml"
+    for stages, epochs in ((AUTOENCODER[:1], "--autoencoder_epochs"), (DIFFUSION[:2], "--diffusion_epochs")):
+        done = run(trained, [*stages, baseline, DEMO], "--datalist", str(prepared), *TINY, epochs, "1")
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (trained / "models_3d_ldm" / "model.pt").is_file()
+    done = run(trained, [*evaluate, baseline, DEMO], *common)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = read_csv(trained / "eval" / "table1.csv")
+    assert [(r["method"], r["sampler"], r["steps"]) for r in rows] == [("SBLDM", "ddim", "2"), ("3D-LDM", "ddim", "2")]
+    for row in rows:
+        assert 0 < float(row["psnr"]) < 60 and -1 <= float(row["ssim"]) <= 1 and float(row["params_m"]) > 0
+        assert float(row["seconds_per_volume"]) > 0 and row["num_samples"] == "2"
+    table = (trained / "eval" / "table1.md").read_text()
+    assert "| SBLDM | ddim | 2 |" in table and "| 3D-LDM | ddim | 2 |" in table and "SBLDM (DDPM) | 21.466" in table
