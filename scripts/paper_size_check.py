@@ -6,6 +6,7 @@ Usage (from the project root)::
     python scripts/paper_size_check.py ventricle_mask_ldm --forward False  # counts only
     python scripts/paper_size_check.py ventricle_mask_ldm --device cuda
     python scripts/paper_size_check.py spade_mri_ldm                       # counts + forward at 96x128x96
+    python scripts/paper_size_check.py slice_based_ldm_brats               # counts, DDIM step + decode of 192x192x96
 
 Networks come from the bundle's own training configs (no preset), so the figures describe what
 the bundle really trains. A forward pass of the mask LDM at paper size needs about 6 GB of RAM
@@ -24,32 +25,33 @@ from shared.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml"]
-STAGE_CONFIGS = {"ventricle_mask_ldm": STAGES, "spade_mri_ldm": STAGES}
+STAGE_CONFIGS = {"ventricle_mask_ldm": STAGES, "spade_mri_ldm": STAGES, "slice_based_ldm_brats": STAGES}
 
 
 def _count(network: torch.nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())
 
 
-def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> tuple[dict, int]:
+def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> tuple[dict, ConfigParser]:
     """Build the networks ``{report name: config id}`` of a bundle's training configs; print their sizes.
 
     Returns:
-        ``({report name: network}, number of label classes)``.
+        ``({report name: network}, the parsed training configs)``.
     """
     parser = ConfigParser()
     parser.read_config([str(ROOT / "bundles" / bundle_name / name) for name in STAGE_CONFIGS[bundle_name]])
     networks = {name: parser.get_parsed_content(config_id).to(device).eval() for name, config_id in ids.items()}
     for name, network in networks.items():
         print(f"{name} ({type(network).__name__}): {_count(network) / 1e6:.1f} M parameters")
-    return networks, parser.get_parsed_content("num_classes")
+    return networks, parser
 
 
 def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size."""
-    networks, num_classes = _paper_size_networks(
+    networks, parser = _paper_size_networks(
         "ventricle_mask_ldm", {"autoencoder": "autoencoder_def", "diffusion_unet": "network_def"}, device
     )
+    num_classes = parser.get_parsed_content("num_classes")
     autoencoder, unet = networks["autoencoder"], networks["diffusion_unet"]
     report: dict = {f"{name}_parameters": _count(network) for name, network in networks.items()}
     if forward:
@@ -73,7 +75,8 @@ def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: boo
 def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size."""
     ids = {"autoencoder": "autoencoder_def", "discriminator": "discriminator_def", "diffusion_unet": "network_def"}
-    networks, num_classes = _paper_size_networks("spade_mri_ldm", ids, device)
+    networks, parser = _paper_size_networks("spade_mri_ldm", ids, device)
+    num_classes = parser.get_parsed_content("num_classes")
     autoencoder, unet = networks["autoencoder"], networks["diffusion_unet"]
     report: dict = {f"{name}_parameters": _count(network) for name, network in networks.items()}
     if forward:
@@ -94,5 +97,45 @@ def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = T
     return report
 
 
+def slice_based_ldm_brats(
+    shape: tuple[int, int, int] = (192, 192, 96), forward: bool = True, device: str = "cpu", chunk_size: int = 8
+) -> dict:
+    """Parameter counts against the paper's 159 M, then one DDIM step and the chunked slice decode of one volume."""
+    from shared.networks.slice_stack import SliceStackAutoencoder
+    from shared.sampling.tumour_generation import make_scheduler
+
+    networks, parser = _paper_size_networks(
+        "slice_based_ldm_brats", {"slice_vae": "autoencoder_def", "diffusion_unet": "network_def"}, device
+    )
+    vae, unet = networks["slice_vae"], networks["diffusion_unet"]
+    total = _count(vae) + _count(unet)
+    print(f"total: {total / 1e6:.1f} M parameters ({100 * (total / 159e6 - 1):+.1f} % against the paper's 159 M)")
+    report: dict = {f"{name}_parameters": _count(network) for name, network in networks.items()}
+    report["total_parameters"] = total
+    if forward:
+        stack = SliceStackAutoencoder(vae, chunk_size=chunk_size)
+        scheduler = make_scheduler("ddim", 1000, parser["beta_start"], parser["beta_end"])
+        scheduler.set_timesteps(50)
+        with torch.no_grad():
+            z = torch.randn(1, *stack.latent_shape(2, shape, device), device=device)
+            vector = torch.full((1, 9), 0.5, device=device)
+            start = time.perf_counter()
+            eps = unet(z, timesteps=torch.tensor([int(scheduler.timesteps[0])], device=device), context=vector)
+            z, _ = scheduler.step(eps, scheduler.timesteps[0], z, eta=1.0)
+            report["ddim_step_s"] = round(time.perf_counter() - start, 2)
+            start = time.perf_counter()
+            volume = stack.decode_stage_2_outputs(z)
+            report["decode_s"] = round(time.perf_counter() - start, 2)
+        print(f"one DDIM step on the stacked latent {tuple(z.shape)}: {report['ddim_step_s']} s")
+        print(f"decode of {shape[2]} slices in chunks of {chunk_size} -> {tuple(volume.shape)}: {report['decode_s']} s")
+    return report
+
+
 if __name__ == "__main__":
-    run_cli({"ventricle_mask_ldm": ventricle_mask_ldm, "spade_mri_ldm": spade_mri_ldm})
+    run_cli(
+        {
+            "ventricle_mask_ldm": ventricle_mask_ldm,
+            "spade_mri_ldm": spade_mri_ldm,
+            "slice_based_ldm_brats": slice_based_ldm_brats,
+        }
+    )
