@@ -48,6 +48,9 @@ class SliceVAELoss(torch.nn.Module):
         perceptual_weight: its weight.
         win_size: SSIM window (odd, at most the slice size).
         spatial_dims: 2 for slices; 3 for the 3D-LDM baseline's volume autoencoder.
+        mask_dice_weight: weight of a Dice loss on the mask channel (channel 1, ``[-1, 1]`` read as
+            ``[0, 1]``), over the whole batch. Not in the paper: tumours fill well under 1 % of the
+            voxels, and without it a short training reconstructs the mask channel as all background.
 
     ``forward(outputs, target)``: ``outputs = (recon (B, 2, H, W), z_mu, z_sigma)`` as returned by
     :class:`shared.networks.slice_vae.SliceVAE`; ``target`` = the input slices ``(B, 2, H, W)``.
@@ -61,15 +64,18 @@ class SliceVAELoss(torch.nn.Module):
         perceptual_weight: float = 1.0,
         win_size: int = 7,
         spatial_dims: int = 2,
+        mask_dice_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        from monai.losses import SSIMLoss
+        from monai.losses import DiceLoss, SSIMLoss
 
         self.kl_weight = float(kl_weight)
         self.ssim_weight = float(ssim_weight)
         self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=2.0, win_size=win_size)
         self.perceptual_loss = perceptual_loss
         self.perceptual_weight = float(perceptual_weight)
+        self.mask_dice_weight = float(mask_dice_weight)
+        self.dice = DiceLoss(batch=True)
 
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         recon, z_mu, z_sigma = outputs
@@ -78,4 +84,7 @@ class SliceVAELoss(torch.nn.Module):
             loss = loss + self.ssim_weight * self.ssim(recon.float().clamp(-1, 1), target.float())
         if self.perceptual_loss is not None and self.perceptual_weight:
             loss = loss + self.perceptual_weight * self.perceptual_loss(recon[:, :1].float(), target[:, :1].float())
+        if self.mask_dice_weight:
+            soft_mask = ((recon[:, 1:2].float() + 1.0) / 2.0).clamp(0.0, 1.0)
+            loss = loss + self.mask_dice_weight * self.dice(soft_mask, (target[:, 1:2].float() > 0).float())
         return loss

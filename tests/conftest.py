@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,26 @@ def bundle_run(
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else []
     command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_list, *overrides]
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, check=False)
+
+
+def copy_bundle_configs(bundle: str, target: Path) -> Path:
+    """Copy ``bundles/<bundle>/configs`` into ``target`` (a scratch bundle folder); returns ``target``."""
+    shutil.copytree(ROOT / "bundles" / bundle / "configs", target / "configs")
+    return target
+
+
+def mlflow_client(folder: Path):
+    """A client on a bundle folder's tracking store (``eval/mlruns.db``, shared by training and inference)."""
+    import mlflow
+    from monai.utils import path_to_sqlite_uri
+
+    return mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(folder / "eval" / "mlruns.db")))
+
+
+def runs_named(client, prefix: str) -> list:
+    """Runs of every experiment whose name starts with ``prefix`` (each launch has its own run)."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if r.info.run_name.startswith(prefix)]
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

@@ -14,13 +14,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from conftest import bundle_run as run
+from conftest import copy_bundle_configs, mlflow_client, runs_named
 from shared.conditions import TUMOUR_FEATURE_NAMES
 from shared.demo.dataset import write_tumour_dataset
 from shared.io import read_csv, read_json
 
-BUNDLE = ROOT / "bundles" / "slice_based_ldm_brats"
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,16,16]", "--latent_channels", "3", "--diffusion_channels", "[8,16,16]"]
 AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]
@@ -29,8 +28,7 @@ INFERENCE = ["configs/inference.yaml", DEMO]
 
 
 def copy_bundle(target: Path) -> Path:
-    shutil.copytree(BUNDLE / "configs", target / "configs")
-    return target
+    return copy_bundle_configs("slice_based_ldm_brats", target)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +77,8 @@ def test_both_stages_save_what_inference_needs(trained):
 
 
 def test_mlflow_records_the_autoencoder_loss_and_validation_psnr(trained):
-    import mlflow
-    from monai.utils import path_to_sqlite_uri
-
-    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    (run_,) = [r for r in runs if r.info.run_name.startswith("train_autoencoder_")]
+    client = mlflow_client(trained)
+    (run_,) = runs_named(client, "train_autoencoder_")
     psnr = [m.value for m in client.get_metric_history(run_.info.run_id, "val_psnr")]
     assert len(psnr) == 2 and all(np.isfinite(psnr))
     assert client.get_metric_history(run_.info.run_id, "train_loss")
@@ -110,12 +104,8 @@ def test_inference_writes_pairs_with_requested_and_achieved_features(trained, tm
         np.testing.assert_allclose(image.affine, label.affine)
         assert int(row["tumour_voxels"]) == int(mask.sum())
     assert (tmp_path / "pairs" / "mosaic.png").is_file()
-    import mlflow
-    from monai.utils import path_to_sqlite_uri
-
-    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    (job,) = [r for r in runs if r.info.run_name.startswith("inference_")]
+    client = mlflow_client(trained)
+    (job,) = runs_named(client, "inference_")
     assert job.data.metrics["num_samples"] == 2.0 and "seconds_per_volume" in job.data.metrics
     assert {"mosaic.png", "manifest.csv"} <= {a.path for a in client.list_artifacts(job.info.run_id)}
 

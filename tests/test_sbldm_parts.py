@@ -87,3 +87,17 @@ def test_vector_condition_batches_carry_the_vectors_to_the_network():
     assert torch.allclose(inputs, 2.0 * latents)  # precomputed latents are only scaled
     assert torch.equal(kwargs["condition"], batch["condition"]) and torch.equal(kwargs["noise"], target)
     assert kwargs["timesteps"].shape == (2,) and int(kwargs["timesteps"].max()) < 10
+
+
+def test_mask_dice_term_penalises_a_mask_reconstructed_as_background():
+    target = -torch.ones(2, 2, 16, 16)
+    target[:, 1, 6:9, 6:9] = 1.0  # a small tumour: ~3.5 % of the mask channel
+    missed = target.clone()
+    missed[:, 1] = -1.0  # the mask channel reconstructed as all background
+    zeros = torch.zeros(2, 3, 4, 4)
+    outputs = (missed, zeros, torch.ones_like(zeros))
+    plain = float(SliceVAELoss(kl_weight=0.0, ssim_weight=0.0)(outputs, target))
+    with_dice = float(SliceVAELoss(kl_weight=0.0, ssim_weight=0.0, mask_dice_weight=1.0)(outputs, target))
+    assert plain < 0.05 and with_dice > 0.95  # L1 barely notices, Dice does
+    perfect = (target, zeros, torch.ones_like(zeros))
+    assert float(SliceVAELoss(kl_weight=0.0, mask_dice_weight=1.0)(perfect, target)) == pytest.approx(0.0, abs=1e-4)

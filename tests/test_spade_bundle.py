@@ -14,20 +14,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from conftest import bundle_run as run
+from conftest import copy_bundle_configs, mlflow_client, runs_named
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 
-BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--spade_channels", "8", "--discriminator_channels", "8"]
 AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]
 
 
 def copy_bundle(target: Path) -> Path:
-    shutil.copytree(BUNDLE / "configs", target / "configs")
-    return target
+    return copy_bundle_configs("spade_mri_ldm", target)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +58,8 @@ def test_autoencoder_training_saves_both_networks_and_the_grid(trained):
 
 
 def test_mlflow_records_generator_and_discriminator_losses(trained):
-    import mlflow
-    from monai.utils import path_to_sqlite_uri
-
-    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(trained / "eval" / "mlruns.db")))
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    (run_,) = [r for r in runs if r.info.run_name.startswith("train_autoencoder_")]
+    client = mlflow_client(trained)
+    (run_,) = runs_named(client, "train_autoencoder_")
     names = ("epoch_g_loss", "epoch_d_loss", "epoch_recon_loss", "epoch_adv_loss", "val_psnr", "train_loss")
     history = {name: [m.value for m in client.get_metric_history(run_.info.run_id, name)] for name in names}
     assert len(history["epoch_g_loss"]) == 3 and len(history["epoch_d_loss"]) == 3

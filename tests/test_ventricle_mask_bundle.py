@@ -15,19 +15,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ROOT, bundle_run
+from conftest import bundle_run, copy_bundle_configs, mlflow_client, runs_named
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 from shared.labels import SYNTHSEG_LABEL_IDS
 
-BUNDLE = ROOT / "bundles" / "ventricle_mask_ldm"
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--diffusion_channels", "[8,8,8]", "--diffusion_head_channels", "[0,0,8]"]
 
 
 def copy_bundle(target: Path) -> Path:
-    shutil.copytree(BUNDLE / "configs", target / "configs")
-    return target
+    return copy_bundle_configs("ventricle_mask_ldm", target)
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +66,6 @@ def test_training_saves_weights_and_the_statistics_inference_needs(trained):
     assert 0 < normaliser["minimum"] < normaliser["maximum"] < 1
     assert read_json(models / "grid.json")["shape"] == [32, 32, 32]
     assert (trained / "eval").is_dir()  # TensorBoard events
-
-
-def mlflow_client(folder: Path):
-    """A client on the bundle's tracking store (``eval/mlruns.db``, shared by training and inference)."""
-    import mlflow
-    from monai.utils import path_to_sqlite_uri
-
-    return mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(folder / "eval" / "mlruns.db")))
-
-
-def runs_named(client, prefix: str) -> list:
-    """Runs of every experiment whose name starts with ``prefix`` (each launch has its own run)."""
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return [r for r in runs if r.info.run_name.startswith(prefix)]
 
 
 def test_mlflow_tracking_records_losses_and_validation_dice(trained):
