@@ -88,7 +88,9 @@ def generate_tumour_pairs(
     autoencoder.eval()
     diffusion.eval()
     z_shape = latent_shape(autoencoder, 2, shape, device)
-    sampler = "ddim" if type(scheduler).__name__.startswith("DDIM") else "ddpm"
+    from monai.networks.schedulers import DDIMScheduler
+
+    sampler = "ddim" if isinstance(scheduler, DDIMScheduler) else "ddpm"
     rows: list[dict[str, Any]] = []
     mosaic: dict[int, MosaicCase] = {}
     shown = mosaic_indices(vectors[:, 0])
