@@ -1,0 +1,271 @@
+"""Plan, preprocess, train and predict with nnU-Net v2 through its Python API, with short schedules.
+
+nnU-Net reads its three folders from the environment (``nnUNet_raw``, ``nnUNet_preprocessed``,
+``nnUNet_results``) when ``nnunetv2`` is first imported, so :func:`use_nnunet_root` sets them
+before any nnU-Net import. A default nnU-Net epoch (250 iterations) takes ~15 minutes on a
+2-core CPU; ``epochs`` and ``iterations_per_epoch`` make demo runs finish, and
+``width_factor`` shrinks the planned network (features per stage) for them.
+
+Each step is skipped when its result exists (plans newer than the raw ``dataset.json``,
+``checkpoint_final.pth``, a complete prediction folder); an interrupted training resumes
+from nnU-Net's ``checkpoint_latest.pth``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.io import InputError, list_volumes, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+PLANS = "nnUNetPlans"
+TRAINER = "nnUNetTrainer"
+
+
+def use_nnunet_root(root: str | os.PathLike | None) -> dict[str, Path]:
+    """Point nnU-Net at ``<root>/nnUNet_raw``, ``<root>/nnUNet_preprocessed``, ``<root>/nnUNet_results``.
+
+    ``None`` keeps the environment's variables (all three must be set). Must run before
+    ``nnunetv2`` is imported in this process, or with the same folders it was imported with.
+    """
+    if root is None:
+        missing = [name for name in NNUNET_FOLDERS if not os.environ.get(name)]
+        if missing:
+            raise InputError(f"{', '.join(missing)}: not set; pass --nnunet_root or set nnU-Net's variables")
+        folders = {name: Path(os.environ[name]) for name in NNUNET_FOLDERS}
+    else:
+        folders = {name: Path(root).resolve() / name for name in NNUNET_FOLDERS}
+    import sys
+
+    if "nnunetv2.paths" in sys.modules:
+        paths = sys.modules["nnunetv2.paths"]
+        stale = [n for n in NNUNET_FOLDERS if getattr(paths, n) and Path(getattr(paths, n)) != folders[n]]
+        if stale:
+            raise InputError(f"{folders[stale[0]]}: nnU-Net was already imported with other folders in this process")
+    for name, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(folder)
+    return folders
+
+
+@dataclass(frozen=True)
+class TrainingSchedule:
+    """How long nnU-Net trains (nnU-Net's defaults: 1000 epochs of 250 + 50 iterations).
+
+    Attributes:
+        epochs: training epochs.
+        iterations_per_epoch: training iterations per epoch.
+        val_iterations_per_epoch: validation iterations per epoch (pseudo Dice only).
+        initial_lr: nnU-Net's SGD learning rate (poly decay over ``epochs``).
+    """
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    initial_lr: float = 1e-2
+
+
+def nnunet_folder(name: str) -> Path:
+    """One of nnU-Net's folders (``nnUNet_raw`` ...) from the environment."""
+    return Path(os.environ[name])
+
+
+def dataset_name(dataset_id: int) -> str:
+    """``DatasetXXX_Name`` of ``dataset_id`` in ``nnUNet_raw`` (one clear error when missing)."""
+    raw = nnunet_folder("nnUNet_raw")
+    found = sorted(p.name for p in raw.glob(f"Dataset{int(dataset_id):03d}_*") if p.is_dir())
+    if len(found) != 1:
+        problem = "no dataset with this id" if not found else f"several datasets with this id: {found}"
+        raise InputError(f"{raw}: {problem} ({int(dataset_id)})")
+    return found[0]
+
+
+def plan_and_preprocess(
+    dataset_id: int,
+    configuration: str = "3d_fullres",
+    num_processes: int = 2,
+    width_factor: float = 1.0,
+    force: bool = False,
+) -> Path:
+    """Fingerprint (with nnU-Net's dataset integrity check), plan and preprocess one dataset.
+
+    Args:
+        width_factor: multiplies the planned features per stage (e.g. 0.25 for CPU demos;
+            at least 4 features per stage).
+        force: redo even when the plans are newer than the raw ``dataset.json``.
+
+    Returns:
+        The plans file.
+    """
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
+    )
+
+    name = dataset_name(dataset_id)
+    raw_json = nnunet_folder("nnUNet_raw") / name / "dataset.json"
+    plans_file = nnunet_folder("nnUNet_preprocessed") / name / f"{PLANS}.json"
+    marker = plans_file.parent / f".preprocessed_{configuration}.json"
+    wanted = {"width_factor": width_factor, "raw_mtime": raw_json.stat().st_mtime}
+    if not force and marker.is_file() and read_json(marker) == wanted:
+        logger.info("%s: plans and preprocessed data exist, skipped", name)
+        return plans_file
+    marker.unlink(missing_ok=True)
+    extract_fingerprints([int(dataset_id)], num_processes=num_processes, check_dataset_integrity=True)
+    plan_experiments([int(dataset_id)])
+    if width_factor != 1.0:
+        scale_network_width(plans_file, configuration, width_factor)
+    preprocess([int(dataset_id)], PLANS, [configuration], [num_processes])
+    write_json(marker, wanted)
+    return plans_file
+
+
+def scale_network_width(plans_file: Path, configuration: str, factor: float) -> None:
+    """Multiply the features per stage of ``configuration`` in a plans file (in place, atomically)."""
+    plans = read_json(plans_file)
+    arch = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = [max(4, int(round(f * factor))) for f in arch["features_per_stage"]]
+    write_json(plans_file, plans)
+    logger.info("%s: features per stage %s", configuration, arch["features_per_stage"])
+
+
+def model_folder(dataset_id: int, configuration: str = "3d_fullres") -> Path:
+    """nnU-Net's output folder for the default trainer and plans."""
+    return nnunet_folder("nnUNet_results") / dataset_name(dataset_id) / f"{TRAINER}__{PLANS}__{configuration}"
+
+
+def train(
+    dataset_id: int,
+    configuration: str = "3d_fullres",
+    fold: int | str = "all",
+    schedule: TrainingSchedule = TrainingSchedule(),
+    device: str = "cpu",
+    augmentation_processes: int | None = None,
+) -> Path:
+    """Train nnU-Net's default trainer with ``schedule``; returns the fold folder.
+
+    Skipped when ``checkpoint_final.pth`` exists; resumes from ``checkpoint_latest.pth``.
+    ``augmentation_processes`` sets ``nnUNet_n_proc_DA`` (0: augment in the training process).
+    Only for training: nnU-Net's planner takes that variable as a thread count.
+    """
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    name = dataset_name(dataset_id)
+    fold = fold if fold == "all" else int(fold)
+    fold_folder = model_folder(dataset_id, configuration) / f"fold_{fold}"
+    if (fold_folder / "checkpoint_final.pth").is_file():
+        logger.info("%s: %s exists, training skipped", name, fold_folder / "checkpoint_final.pth")
+        return fold_folder
+    latest = fold_folder / "checkpoint_latest.pth"
+    trainer = get_trainer_from_args(
+        str(int(dataset_id)),
+        configuration,
+        fold,
+        TRAINER,
+        PLANS,
+        continue_training=latest.is_file(),
+        device=torch.device(device),
+    )
+    trainer.num_epochs = int(schedule.epochs)
+    trainer.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
+    trainer.num_val_iterations_per_epoch = int(schedule.val_iterations_per_epoch)
+    trainer.initial_lr = float(schedule.initial_lr)
+    if augmentation_processes is not None:
+        os.environ["nnUNet_n_proc_DA"] = str(int(augmentation_processes))  # noqa: SIM112
+    if latest.is_file():
+        logger.info("%s: resuming from %s", name, latest)
+        trainer.load_checkpoint(str(latest))
+    trainer.run_training()
+    return fold_folder
+
+
+def predict(
+    dataset_id: int,
+    input_folder: str | os.PathLike | None = None,
+    output_folder: str | os.PathLike | None = None,
+    configuration: str = "3d_fullres",
+    fold: int | str = "all",
+    device: str = "cpu",
+    mirroring: bool = False,
+    num_processes: int = 1,
+) -> Path:
+    """Segment every image of ``input_folder`` (default: the dataset's ``imagesTs``).
+
+    Writes into a hidden temporary folder renamed to ``output_folder`` (default:
+    ``<model folder>/predictions_Ts``) at the end, and skips the work when that folder exists.
+    """
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    name = dataset_name(dataset_id)
+    input_folder = Path(input_folder or nnunet_folder("nnUNet_raw") / name / "imagesTs")
+    if not input_folder.is_dir() or not list_volumes(input_folder):
+        raise InputError(f"{input_folder}: no images to segment")
+    folder = model_folder(dataset_id, configuration)
+    output = Path(output_folder or folder / "predictions_Ts")
+    if output.is_dir():
+        logger.info("%s exists, prediction skipped", output)
+        return output
+    partial = output.parent / f".{output.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=mirroring,
+        perform_everything_on_device=torch.device(device).type == "cuda",
+        device=torch.device(device),
+        allow_tqdm=True,
+    )
+    fold = fold if fold == "all" else int(fold)
+    predictor.initialize_from_trained_model_folder(
+        str(folder), use_folds=(fold,), checkpoint_name="checkpoint_final.pth"
+    )
+    predictor.predict_from_files(
+        str(input_folder),
+        str(partial),
+        save_probabilities=False,
+        overwrite=True,
+        num_processes_preprocessing=num_processes,
+        num_processes_segmentation_export=num_processes,
+    )
+    partial.rename(output)
+    return output
+
+
+def train_segmentation(
+    dataset_id: int,
+    nnunet_root: str | os.PathLike | None = None,
+    configuration: str = "3d_fullres",
+    fold: int | str = "all",
+    epochs: int = 1000,
+    iterations_per_epoch: int = 250,
+    val_iterations_per_epoch: int = 50,
+    initial_lr: float = 1e-2,
+    width_factor: float = 1.0,
+    device: str = "cpu",
+    predict_test: bool = True,
+    num_processes: int = 2,
+    augmentation_processes: int | None = None,
+) -> dict[str, Any]:
+    """Plan + preprocess, train and (if the dataset has ``imagesTs``) predict its hold-out.
+
+    Returns ``{"model": fold folder, "predictions": folder or None}``.
+    """
+    use_nnunet_root(nnunet_root)
+    plan_and_preprocess(dataset_id, configuration, num_processes, width_factor)
+    schedule = TrainingSchedule(epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr)
+    fold_folder = train(dataset_id, configuration, fold, schedule, device, augmentation_processes)
+    predictions = None
+    tests = nnunet_folder("nnUNet_raw") / dataset_name(dataset_id) / "imagesTs"
+    if predict_test and tests.is_dir():
+        predictions = predict(dataset_id, None, None, configuration, fold, device, num_processes=num_processes)
+    return {"model": str(fold_folder), "predictions": None if predictions is None else str(predictions)}
