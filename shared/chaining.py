@@ -48,6 +48,28 @@ def error_summary(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit code {returncode}"
 
 
+def run_command(command: Sequence[str], cwd: Path, what: str) -> None:
+    """Run a command whose output and progress bars go to this terminal; a failure raises its cause.
+
+    Raises:
+        InputError: ``<cwd>: <what> failed: <last error line of its error output>``.
+    """
+    logger.info("%s: %s (in %s)", what, " ".join(command[1:]), cwd)
+    start = time.perf_counter()
+    # stderr is teed: shown live (logs, progress bars) and kept for the one-line error
+    process = subprocess.Popen(list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace")
+    kept: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        kept.append(line)
+        del kept[:-400]
+    returncode = process.wait()
+    if returncode != 0:
+        raise InputError(f"{cwd}: {what} failed: {error_summary(''.join(kept), returncode)}")
+    logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
+
+
 def run_bundle(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any], what: str) -> None:
     """Run ``python -m monai.bundle run`` in ``bundle``; a failure raises its last error line.
 
@@ -56,13 +78,7 @@ def run_bundle(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any
     """
     config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_list, *_override_args(overrides)]
-    logger.info("%s: %s (in %s)", what, " ".join(command[1:]), bundle)
-    start = time.perf_counter()
-    # the bundle's own progress bars and logs go to this terminal; its errors are kept for the message
-    done = subprocess.run(command, cwd=bundle, stderr=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        raise InputError(f"{bundle}: {what} failed: {error_summary(done.stderr, done.returncode)}")
-    logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
+    run_command(command, bundle, what)
 
 
 def generate_pairs(

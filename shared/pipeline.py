@@ -91,8 +91,8 @@ def _describe(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
     return f"{values.min():.{digits}f} / {np.median(values):.{digits}f} / {values.max():.{digits}f} {unit}".rstrip()
 
 
-def write_demo_report(output_dir: Path) -> Path:
-    """``report.md`` and ``conditions/summary.png`` from the datasets and tables written before."""
+def write_demo_report(output_dir: Path, studies: Sequence[str] = ()) -> Path:
+    """``report.md`` and ``conditions/summary.png`` from the datasets, tables and studies written before."""
     ventricles = read_csv(output_dir / "conditions" / "ventricles.csv")
     tumours = read_csv(output_dir / "conditions" / "tumours.csv")
     brains_info = read_json(output_dir / "data" / "brains" / "dataset.json")
@@ -133,10 +133,33 @@ def write_demo_report(output_dir: Path) -> Path:
         "![tumours](data/tumours/mosaic.png)",
         "",
     ]
+    from shared.segmentation_study import study_report_lines
+
+    titles = {
+        "ventricles": "Ventricle segmentation: nnU-Net on real, synthetic and augmented sets"
+        " (hold-out: enlarged ventricles)",
+        "tumours": "Tumour segmentation: nnU-Net on real and real + slice-based-LDM pairs",
+    }
+    for study in studies:
+        lines += study_report_lines(output_dir, study, titles[study])
     path = output_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
+
+
+STUDIES = ("ventricles", "tumours")
+
+
+def _studies(branches: str | Sequence[str] | None) -> list[str]:
+    """``"ventricles,tumours"`` / a tuple / ``"none"`` -> the list of studies to run."""
+    if branches is None or branches == "none" or branches == "":
+        return []
+    names = [b.strip() for b in branches.split(",")] if isinstance(branches, str) else [str(b) for b in branches]
+    unknown = [n for n in names if n not in STUDIES]
+    if unknown:
+        raise InputError(f"--branches: unknown '{unknown[0]}', expected some of {', '.join(STUDIES)} or none")
+    return [n for n in STUDIES if n in names]
 
 
 def run_demo_pipeline(
@@ -146,15 +169,34 @@ def run_demo_pipeline(
     shape: Sequence[int] = (64, 64, 64),
     spacing: Sequence[float] | float | None = None,
     seed: int = 0,
+    branches: str | Sequence[str] = STUDIES,
+    n_generated: int = 8,
+    n_holdout: int = 6,
+    nnunet_epochs: int = 4,
+    nnunet_iterations: int = 10,
+    device: str = "cpu",
     force: bool = False,
 ) -> Path:
-    """Demo data -> conditioning tables -> summary plot and report; returns the report's path.
+    """The whole story on the built-in demo data; returns the report's path.
 
-    Stages: ``demo_brains``, ``demo_tumours``, ``conditions``, ``report``. Finished stages are
-    skipped when run again with the same parameters.
+    Stages: ``demo_brains``, ``demo_tumours``, ``conditions``; then per study (``--branches``,
+    default both; ``none`` stops after the data): the ventricle study (hold-out brains with
+    enlarged ventricles, mask and SPADE bundles trained, pairs generated towards enlarged
+    ventricles, real / synthetic / augmented nnU-Net sets, one small nnU-Net each, hold-out
+    evaluation) and the tumour study (slice-based LDM, real / augmented sets); ``report``.
+    Finished stages are skipped when run again with the same parameters (see
+    :class:`StageRunner`); an interrupted stage is redone (bundle and nnU-Net training resume
+    from their last checkpoint).
     """
-    output_dir = Path(output_dir)
+    from shared.segmentation_study import StudySettings, run_tumour_study, run_ventricle_study
+
+    output_dir = Path(output_dir).resolve()
     make_grid(shape, spacing)  # validate before anything is written
+    studies = _studies(branches)
+    settings = StudySettings(
+        n_generated=int(n_generated), n_holdout=int(n_holdout), nnunet_epochs=int(nnunet_epochs),
+        nnunet_iterations=int(nnunet_iterations), device=str(device),
+    )  # fmt: skip
     runner = StageRunner(output_dir, force=force)
     data = dict(
         shape=[int(n) for n in shape],
@@ -174,5 +216,10 @@ def run_demo_pipeline(
         upstream,
         lambda: write_condition_tables(brains / "datalist.json", tumours / "datalist.json", output_dir / "conditions"),
     )
-    runner.run("report", upstream, lambda: write_demo_report(output_dir))
+    if "ventricles" in studies:
+        run_ventricle_study(runner, output_dir, brains, upstream, settings)
+    if "tumours" in studies:
+        run_tumour_study(runner, output_dir, tumours, upstream, settings)
+    report_params = {**upstream, "studies": studies, **settings.params()}
+    runner.run("report", report_params, lambda: write_demo_report(output_dir, studies))
     return output_dir / "report.md"
