@@ -100,7 +100,19 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path):
 
 def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     out = tmp_path / "run"
-    args = ("--output_dir", str(out), "--n_brains", "4", "--n_tumours", "3", "--shape", "32,32,32")
+    # data stages only (--branches none); the segmentation studies train bundles and nnU-Net
+    args = (
+        "--output_dir",
+        str(out),
+        "--n_brains",
+        "4",
+        "--n_tumours",
+        "3",
+        "--branches",
+        "none",
+        "--shape",
+        "32,32,32",
+    )
     first = run_script("run_pipeline.py", *args)
     assert first.returncode == 0, first.stderr
     for name in (
@@ -132,6 +144,12 @@ def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     # Changed parameters rerun the stages they affect.
     fourth = run_script("run_pipeline.py", *args[:-1], "40,40,40")
     assert fourth.returncode == 0 and "already done" not in fourth.stderr
+
+
+def test_pipeline_rejects_unknown_branches_before_writing_anything(tmp_path):
+    done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--branches", "lungs")
+    assert done.returncode == 2 and "error: --branches: unknown 'lungs'" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_pipeline_rejects_a_bad_grid_before_writing_anything(tmp_path):
