@@ -109,6 +109,26 @@ def evaluate_study(
     )
 
 
+def train_and_evaluate(
+    runner: Any,
+    study: str,
+    datasets: dict[str, Path],
+    nnunet_root: Path,
+    out: Path,
+    settings: StudySettings,
+    params: dict[str, Any],
+) -> None:
+    """Stages ``nnunet_<study>_<variant>`` (one model per dataset) and ``evaluate_<study>``."""
+    for variant, folder in datasets.items():
+        dataset_id = int(folder.name[len("Dataset") : len("Dataset") + 3])
+        runner.run(f"nnunet_{study}_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings))
+    runner.run(
+        f"evaluate_{study}",
+        params,
+        lambda: evaluate_study(datasets, nnunet_root, out / "evaluation" / study, settings.volume_threshold_ml),
+    )
+
+
 def dataset_folders(nnunet_root: Path, first_id: int, name: str, variants: Sequence[str]) -> dict[str, Path]:
     """The folders :func:`shared.nnunet_dataset.assemble_variants` writes."""
     raw = nnunet_root / "nnUNet_raw"
@@ -163,14 +183,7 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
             labels="ventricles", nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True,
         ),
     )  # fmt: skip
-    for variant, folder in datasets.items():
-        dataset_id = int(folder.name[7:10])
-        runner.run(f"nnunet_ventricles_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings))
-    runner.run(
-        "evaluate_ventricles",
-        params,
-        lambda: evaluate_study(datasets, nnunet_root, out / "evaluation" / "ventricles", settings.volume_threshold_ml),
-    )
+    train_and_evaluate(runner, "ventricles", datasets, nnunet_root, out, settings, params)
 
 
 def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any], settings: StudySettings) -> None:
@@ -220,14 +233,7 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
             overwrite=True, real_sections=["training", "validation"],
         ),
     )  # fmt: skip
-    for variant, folder in datasets.items():
-        dataset_id = int(folder.name[7:10])
-        runner.run(f"nnunet_tumours_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings))
-    runner.run(
-        "evaluate_tumours",
-        params,
-        lambda: evaluate_study(datasets, nnunet_root, out / "evaluation" / "tumours", settings.volume_threshold_ml),
-    )
+    train_and_evaluate(runner, "tumours", datasets, nnunet_root, out, settings, params)
 
 
 def study_report_lines(out: Path, study: str, title: str) -> list[str]:
