@@ -4,10 +4,13 @@ Usage (from the project root)::
 
     python scripts/run_pipeline.py --output_dir outputs/demo
     python scripts/run_pipeline.py --output_dir outputs/demo --n_brains 40 --shape 96,112,96 --force
+    python scripts/run_pipeline.py --output_dir outputs/demo --branches none   # the data stages only
 
-Stages (each skipped when it already finished with the same parameters):
-demo brains and tumour cases -> conditioning tables (ventricle volume/ratio/c; tumour
-9-vectors) with their normalisers -> ``report.md`` with a summary plot and mosaics.
+Stages (each skipped when it already finished with the same parameters): demo brains and
+tumour cases -> conditioning tables -> the ventricle study (mask and SPADE bundles trained,
+pairs generated towards enlarged ventricles, real / synthetic / augmented nnU-Net sets, small
+nnU-Net models, hold-out evaluation) -> the tumour study (slice-based LDM, real / augmented
+sets) -> ``report.md`` with tables and plots. ``--help`` lists every option.
 """
 
 from __future__ import annotations

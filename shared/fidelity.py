@@ -17,8 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared.io import InputError, atomic_path, load_pair, read_csv, read_datalist, write_csv
+from shared.io import InputError, load_pair, read_csv, read_datalist, write_csv
 from shared.labels import SYNTHSEG_LABEL_IDS, VENTRICLE_LABEL_IDS
+from shared.viz import save_figure
 
 #: Tissues reported, as groups of FreeSurfer/SynthSeg ids.
 TISSUES: dict[str, tuple[int, ...]] = {
@@ -112,7 +113,5 @@ def write_fidelity_report(real: str | os.PathLike, generated: str | os.PathLike,
     ax.set(ylabel="mean intensity (0.5-99.5 percentile scale)", title="Tissue contrast: real against generated")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(output_dir / "fidelity.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, output_dir / "fidelity.png", dpi=110)
     return write_csv(output_dir / "fidelity.csv", rows, COLUMNS)

@@ -27,7 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from shared.io import InputError, load_pair, read_csv, read_datalist, read_json, save_volume, write_csv, write_json
+from shared.io import (
+    InputError,
+    list_volumes,
+    load_pair,
+    read_csv,
+    read_datalist,
+    read_json,
+    save_volume,
+    write_csv,
+    write_json,
+)
 from shared.labels import VENTRICLE_LABEL_IDS
 
 logger = logging.getLogger(__name__)
@@ -151,8 +161,6 @@ def read_pair_sources(
         images, labels = source / "images", source / "labels"
         if not images.is_dir() or not labels.is_dir():
             raise InputError(f"{source}: expected images/ and labels/ folders, a manifest.csv or a datalist")
-        from shared.io import list_volumes
-
         label_files = {p.name: p for p in list_volumes(labels)}
         image_files = {p.name: p for p in list_volumes(images)}
         unmatched = sorted(set(label_files) ^ set(image_files))
@@ -223,6 +231,24 @@ def _write_case(job: tuple[PairSource, str, str, Path, dict[str, list[int] | Non
     }
 
 
+def dataset_folder(nnunet_raw: str | os.PathLike, dataset_id: int, name: str) -> Path:
+    """nnU-Net's folder for a dataset: ``<nnunet_raw>/Dataset<id, 3 digits>_<name>``."""
+    return Path(nnunet_raw) / f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def dataset_id_of(folder: str | os.PathLike) -> int:
+    """The id of a ``Dataset<id>_<name>`` folder."""
+    return int(Path(folder).name[len("Dataset") : len("Dataset") + 3])
+
+
+def variant_folders(
+    nnunet_raw: str | os.PathLike, dataset_id: int, name: str, variants: Sequence[str] = VARIANTS
+) -> dict[str, Path]:
+    """``{variant: folder}`` of :func:`assemble_variants`: consecutive ids, names ``<name><Variant>``."""
+    ids = range(int(dataset_id), int(dataset_id) + len(variants))
+    return {v: dataset_folder(nnunet_raw, i, f"{name}{v.capitalize()}") for i, v in zip(ids, variants)}
+
+
 def existing_dataset_folders(nnunet_raw: Path, dataset_id: int) -> list[Path]:
     """Folders of ``nnunet_raw`` that nnU-Net would take for ``dataset_id`` (``DatasetXXX_*``)."""
     if not nnunet_raw.is_dir():
@@ -291,7 +317,7 @@ def assemble_dataset(
     training = select_training_pairs(variant, real_pairs, synthetic_pairs, ratio, n_synthetic)
     test_pairs = read_pair_sources(test, "real") if test is not None else []
 
-    folder = raw_root / f"Dataset{int(dataset_id):03d}_{name}"
+    folder = dataset_folder(raw_root, dataset_id, name)
     existing = existing_dataset_folders(raw_root, int(dataset_id))
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: dataset id {dataset_id} exists already; pass --overwrite to replace it")
@@ -399,7 +425,7 @@ def assemble_variants(
         variants = [v.strip() for v in variants.split(",")]
     return {
         variant: assemble_dataset(
-            variant, int(dataset_id) + i, f"{name}{variant.capitalize()}", real, synthetic, test, **kwargs
+            variant, dataset_id_of(folder), folder.name.split("_", 1)[1], real, synthetic, test, **kwargs
         )
-        for i, variant in enumerate(variants)
+        for variant, folder in variant_folders("", dataset_id, name, variants).items()
     }

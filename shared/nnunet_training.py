@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,6 @@ def use_nnunet_root(root: str | os.PathLike | None) -> dict[str, Path]:
         folders = {name: Path(os.environ[name]) for name in NNUNET_FOLDERS}
     else:
         folders = {name: Path(root).resolve() / name for name in NNUNET_FOLDERS}
-    import sys
-
     if "nnunetv2.paths" in sys.modules:
         paths = sys.modules["nnunetv2.paths"]
         stale = [n for n in NNUNET_FOLDERS if getattr(paths, n) and Path(getattr(paths, n)) != folders[n]]

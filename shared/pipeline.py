@@ -172,6 +172,7 @@ def run_demo_pipeline(
     branches: str | Sequence[str] = STUDIES,
     n_generated: int = 8,
     n_holdout: int = 6,
+    sampling_steps: int = 10,
     nnunet_epochs: int = 4,
     nnunet_iterations: int = 10,
     device: str = "cpu",
@@ -187,6 +188,22 @@ def run_demo_pipeline(
     Finished stages are skipped when run again with the same parameters (see
     :class:`StageRunner`); an interrupted stage is redone (bundle and nnU-Net training resume
     from their last checkpoint).
+
+    Args:
+        output_dir: where everything goes (data, models, generated pairs, nnU-Net folders, report).
+        n_brains: demo brains (training data of the ventricle study).
+        n_tumours: demo tumour cases (training data of the tumour study).
+        shape: demo grid ``X, Y, Z`` (voxels).
+        spacing: voxel size (mm), one value or three; default: the demo's field of view over ``shape``.
+        seed: seed of the demo data and of every generator.
+        branches: studies to run, comma separated: ``ventricles``, ``tumours``; ``none`` for the data only.
+        n_generated: synthetic pairs per study.
+        n_holdout: hold-out cases per study.
+        sampling_steps: DDIM steps of every generator.
+        nnunet_epochs: nnU-Net epochs per model.
+        nnunet_iterations: nnU-Net training iterations per epoch.
+        device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
+        force: rerun every stage even when it finished before.
     """
     from shared.segmentation_study import StudySettings, run_tumour_study, run_ventricle_study
 
@@ -194,8 +211,8 @@ def run_demo_pipeline(
     make_grid(shape, spacing)  # validate before anything is written
     studies = _studies(branches)
     settings = StudySettings(
-        n_generated=int(n_generated), n_holdout=int(n_holdout), nnunet_epochs=int(nnunet_epochs),
-        nnunet_iterations=int(nnunet_iterations), device=str(device),
+        n_generated=int(n_generated), n_holdout=int(n_holdout), sampling_steps=int(sampling_steps),
+        nnunet_epochs=int(nnunet_epochs), nnunet_iterations=int(nnunet_iterations), device=str(device),
     )  # fmt: skip
     runner = StageRunner(output_dir, force=force)
     data = dict(

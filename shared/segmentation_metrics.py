@@ -289,78 +289,6 @@ def summary_markdown(
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- pictures
-
-
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend (imported on first use: keeps the metrics import light)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_error_plot(
-    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], models: Sequence[str], volume_threshold_ml: float
-) -> None:
-    """PNG: absolute volume error per model (box plot with every case as a point) and against truth volume."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    rng = np.random.default_rng(0)
-    for index, model in enumerate(models):
-        model_rows = [r for r in rows if r["model"] == model]
-        errors = np.array([float(r["abs_volume_error_ml"]) for r in model_rows])
-        truth = np.array([float(r["truth_ml"]) for r in model_rows])
-        colour = plt.get_cmap("tab10")(index % 10)
-        left.boxplot(errors, positions=[index], widths=0.5, showfliers=False)
-        left.scatter(index + rng.uniform(-0.15, 0.15, errors.size), errors, s=14, color=colour, alpha=0.8, zorder=3)
-        right.scatter(truth, errors, s=16, color=colour, alpha=0.8, label=model)
-    left.set_xticks(range(len(models)), list(models))
-    left.set(title="Absolute volume error per model", ylabel="|predicted - truth| (mL)")
-    right.axvline(volume_threshold_ml, color="grey", linestyle="--", linewidth=1, label=f"{volume_threshold_ml:g} mL")
-    right.set(title="Error against ground-truth volume", xlabel="truth volume (mL)", ylabel="absolute error (mL)")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
-def save_training_volume_plot(
-    path: str | os.PathLike,
-    training_volumes: Mapping[str, Sequence[float]],
-    volume_threshold_ml: float,
-    test_volumes: Sequence[float] | None = None,
-) -> None:
-    """PNG: violin plot of the training-set volumes (mL) per variant, the test truth volumes beside them."""
-    plt = _pyplot()
-    groups = {name: np.asarray(values, dtype=np.float64) for name, values in training_volumes.items()}
-    if test_volumes is not None:
-        groups["test (truth)"] = np.asarray(test_volumes, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 2), 4.5))
-    rng = np.random.default_rng(0)
-    for index, (name, values) in enumerate(groups.items()):
-        colour = "grey" if name == "test (truth)" else plt.get_cmap("tab10")(index % 10)
-        if np.unique(values).size > 1:  # a KDE needs spread
-            parts = ax.violinplot(values, positions=[index], widths=0.8, showmedians=True)
-            for body in parts["bodies"]:
-                body.set_facecolor(colour)
-                body.set_alpha(0.4)
-            for key in ("cbars", "cmins", "cmaxes", "cmedians"):
-                parts[key].set_color(colour)
-        ax.scatter(index + rng.uniform(-0.08, 0.08, values.size), values, s=8, color=colour, zorder=3)
-    ax.axhline(volume_threshold_ml, color="grey", linestyle="--", linewidth=1, label=f"{volume_threshold_ml:g} mL")
-    ax.legend(fontsize=8)
-    ax.set_xticks(range(len(groups)), [f"{name}\n(n={values.size})" for name, values in groups.items()])
-    ax.set(title="Training-set volumes per variant", ylabel="volume (mL)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- whole evaluation
 
 
@@ -415,6 +343,8 @@ def evaluate_models(
     write_csv(output_dir / "summary.csv", _rounded(summary), SUMMARY_COLUMNS)
     with atomic_path(output_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(summary, str(truth), volume_threshold_ml, bool(training_volumes)))
+    from shared.viz import save_error_plot, save_training_volume_plot  # matplotlib only when plotting
+
     save_error_plot(output_dir / "errors.png", per_case, list(models), volume_threshold_ml)
     if training_volumes:
         test_volumes = [row["truth_ml"] for row in rows[next(iter(models))]]

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from shared.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
 from shared.io import read_csv
+from shared.nnunet_dataset import assemble_variants, dataset_id_of, variant_folders
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class StudySettings:
         holdout_enlargement: ventricle enlargement range of the ventricle hold-out (demo brains: 1-5).
         generated_c: ``c`` range of the generated ventricle pairs (``c > 1``: larger than any training case).
         guidance_scale: classifier-free guidance of the mask model.
+        sampling_steps: DDIM steps of every generator (mask, SPADE and slice-based LDM).
         nnunet_epochs: nnU-Net epochs per model.
         nnunet_iterations: nnU-Net training iterations per epoch.
         nnunet_width: factor on nnU-Net's planned features per stage.
@@ -56,6 +57,7 @@ class StudySettings:
     holdout_enlargement: tuple[float, float] = (3.0, 6.0)
     generated_c: tuple[float, float] = (0.5, 1.3)
     guidance_scale: float = 4.0
+    sampling_steps: int = 10
     nnunet_epochs: int = 4
     nnunet_iterations: int = 10
     nnunet_width: float = 0.25
@@ -120,7 +122,7 @@ def train_and_evaluate(
 ) -> None:
     """Stages ``nnunet_<study>_<variant>`` (one model per dataset) and ``evaluate_<study>``."""
     for variant, folder in datasets.items():
-        dataset_id = int(folder.name[len("Dataset") : len("Dataset") + 3])
+        dataset_id = dataset_id_of(folder)
         runner.run(f"nnunet_{study}_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings))
     runner.run(
         f"evaluate_{study}",
@@ -129,16 +131,9 @@ def train_and_evaluate(
     )
 
 
-def dataset_folders(nnunet_root: Path, first_id: int, name: str, variants: Sequence[str]) -> dict[str, Path]:
-    """The folders :func:`shared.nnunet_dataset.assemble_variants` writes."""
-    raw = nnunet_root / "nnUNet_raw"
-    return {v: raw / f"Dataset{first_id + i:03d}_{name}{v.capitalize()}" for i, v in enumerate(variants)}
-
-
 def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, Any], settings: StudySettings) -> None:
     """Stages of the ventricle study (see the module docstring); ``brains`` is the demo brain folder."""
     from shared.demo.dataset import write_brain_dataset
-    from shared.nnunet_dataset import assemble_variants
 
     params = {**data, **settings.params()}
     models = out / "models"
@@ -146,7 +141,7 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
     generated = out / "generated" / "ventricles"
     nnunet_root = out / "nnunet"
     variants = ("real", "synthetic", "augmented")
-    datasets = dataset_folders(nnunet_root, 501, "DemoVentricles", variants)
+    datasets = variant_folders(nnunet_root / "nnUNet_raw", 501, "DemoVentricles", variants)
     runner.run(
         "holdout_brains",
         params,
@@ -170,7 +165,7 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
         params,
         lambda: generate_pairs(
             generated, settings.n_generated, {"uniform": list(settings.generated_c)}, settings.guidance_scale,
-            seed=data["seed"], preset="demo",
+            mask_steps=settings.sampling_steps, image_steps=settings.sampling_steps, seed=data["seed"], preset="demo",
             mask_overrides={"ckpt_dir": str(mask_models), "device": settings.device},
             spade_overrides={"ckpt_dir": str(spade_models), "device": settings.device},
         ),
@@ -189,7 +184,6 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
 def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any], settings: StudySettings) -> None:
     """Stages of the tumour study (see the module docstring); ``tumours`` is the demo tumour folder."""
     from shared.demo.dataset import write_tumour_dataset
-    from shared.nnunet_dataset import assemble_variants
     from shared.tumour_preprocessing import prepare_tumour_dataset
 
     params = {**data, **settings.params()}
@@ -199,7 +193,7 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
     generated = out / "generated" / "tumours"
     nnunet_root = out / "nnunet"
     variants = ("real", "augmented")
-    datasets = dataset_folders(nnunet_root, 511, "DemoTumours", variants)
+    datasets = variant_folders(nnunet_root / "nnUNet_raw", 511, "DemoTumours", variants)
     shape = settings.tumour_shape
     runner.run("prepare_tumours", params, lambda: prepare_tumour_dataset(tumours / "datalist.json", prepared, shape))
 
@@ -220,7 +214,8 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
         lambda: run_bundle(
             SBLDM_BUNDLE, ["configs/inference.yaml", DEMO_PRESET],
             {"ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"), "output_dir": str(generated),
-             "num_samples": settings.n_generated, "seed": data["seed"], "device": settings.device},
+             "num_samples": settings.n_generated, "num_inference_steps": settings.sampling_steps, "seed": data["seed"],
+             "device": settings.device},
             "tumour pairs (slice_based_ldm_brats)",
         ),
     )  # fmt: skip

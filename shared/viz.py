@@ -1,19 +1,28 @@
-"""Pictures: mosaics of images with label outlines, and summary plots of conditions."""
+"""Pictures: mosaics of images with label outlines, summary plots of conditions and segmentation errors."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
 from shared.io import atomic_path
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write ``fig`` as a PNG atomically (temp file + rename) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,7 @@ def save_label_mosaic(path: str | os.PathLike, cases: Sequence[MosaicCase], focu
             ax.set_title(f"{case.title} - {name}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def save_conditions_summary(
@@ -154,6 +161,60 @@ def save_conditions_summary(
         aspect="equal",
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
+
+
+# ----------------------------------------------------------------------------- segmentation evaluation
+
+
+def save_error_plot(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], models: Sequence[str], volume_threshold_ml: float
+) -> None:
+    """PNG: absolute volume error per model (box plot with every case as a point) and against truth volume."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rng = np.random.default_rng(0)
+    for index, model in enumerate(models):
+        model_rows = [r for r in rows if r["model"] == model]
+        errors = np.array([float(r["abs_volume_error_ml"]) for r in model_rows])
+        truth = np.array([float(r["truth_ml"]) for r in model_rows])
+        colour = plt.get_cmap("tab10")(index % 10)
+        left.boxplot(errors, positions=[index], widths=0.5, showfliers=False)
+        left.scatter(index + rng.uniform(-0.15, 0.15, errors.size), errors, s=14, color=colour, alpha=0.8, zorder=3)
+        right.scatter(truth, errors, s=16, color=colour, alpha=0.8, label=model)
+    left.set_xticks(range(len(models)), list(models))
+    left.set(title="Absolute volume error per model", ylabel="|predicted - truth| (mL)")
+    right.axvline(volume_threshold_ml, color="grey", linestyle="--", linewidth=1, label=f"{volume_threshold_ml:g} mL")
+    right.set(title="Error against ground-truth volume", xlabel="truth volume (mL)", ylabel="absolute error (mL)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+
+
+def save_training_volume_plot(
+    path: str | os.PathLike,
+    training_volumes: Mapping[str, Sequence[float]],
+    volume_threshold_ml: float,
+    test_volumes: Sequence[float] | None = None,
+) -> None:
+    """PNG: violin plot of the training-set volumes (mL) per variant, the test truth volumes beside them."""
+    groups = {name: np.asarray(values, dtype=np.float64) for name, values in training_volumes.items()}
+    if test_volumes is not None:
+        groups["test (truth)"] = np.asarray(test_volumes, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 2), 4.5))
+    rng = np.random.default_rng(0)
+    for index, (name, values) in enumerate(groups.items()):
+        colour = "grey" if name == "test (truth)" else plt.get_cmap("tab10")(index % 10)
+        if np.unique(values).size > 1:  # a KDE needs spread
+            parts = ax.violinplot(values, positions=[index], widths=0.8, showmedians=True)
+            for body in parts["bodies"]:
+                body.set_facecolor(colour)
+                body.set_alpha(0.4)
+            for key in ("cbars", "cmins", "cmaxes", "cmedians"):
+                parts[key].set_color(colour)
+        ax.scatter(index + rng.uniform(-0.08, 0.08, values.size), values, s=8, color=colour, zorder=3)
+    ax.axhline(volume_threshold_ml, color="grey", linestyle="--", linewidth=1, label=f"{volume_threshold_ml:g} mL")
+    ax.legend(fontsize=8)
+    ax.set_xticks(range(len(groups)), [f"{name}\n(n={values.size})" for name, values in groups.items()])
+    ax.set(title="Training-set volumes per variant", ylabel="volume (mL)")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)

@@ -16,9 +16,10 @@ from scipy.stats import spearmanr
 
 from shared.condition_tables import measure_ventricle_rows
 from shared.conditions import MinMaxNormaliser
-from shared.io import atomic_path, read_csv, read_datalist, write_csv
+from shared.io import read_csv, read_datalist, write_csv
 from shared.latents import LatentScaler
 from shared.sampling.mask_generation import generate_label_maps
+from shared.viz import save_figure
 
 
 def _check_grid(c_grid: Sequence[float], guidance_scales: Sequence[float], samples_per_c: int) -> None:
@@ -106,9 +107,7 @@ def evaluate_guidance(
     ax.set(xlabel="condition c", ylabel="ventricle volume (mL)", title="Generated ventricle volume against c")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(output_dir / "figure3.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, output_dir / "figure3.png", dpi=110)
     write_csv(output_dir / "figure3.csv", table, ["G", "c", "n", "mean_ml", "sd_ml"])
     columns = ["G", "rho", "p_value", "n", "rho_c0to1", "p_value_c0to1", "n_c0to1"]
     return write_csv(output_dir / "spearman.csv", correlations, columns)
