@@ -58,7 +58,7 @@ class StudySettings:
     generated_c: tuple[float, float] = (0.5, 1.3)
     guidance_scale: float = 4.0
     sampling_steps: int = 10
-    nnunet_epochs: int = 4
+    nnunet_epochs: int = 3
     nnunet_iterations: int = 10
     nnunet_width: float = 0.25
     tumour_shape: tuple[int, int, int] = (64, 64, 32)
