@@ -60,10 +60,17 @@ def run_command(command: Sequence[str], cwd: Path, what: str) -> None:
     process = subprocess.Popen(list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace")
     kept: list[str] = []
     assert process.stderr is not None
-    for line in process.stderr:
-        sys.stderr.write(line)
-        kept.append(line)
-        del kept[:-400]
+    try:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            kept.append(line)
+            del kept[:-400]
+    except KeyboardInterrupt:  # Ctrl-C reaches the child too: let it save its checkpoint and stop first
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
     returncode = process.wait()
     if returncode != 0:
         raise InputError(f"{cwd}: {what} failed: {error_summary(''.join(kept), returncode)}")

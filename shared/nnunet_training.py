@@ -178,6 +178,8 @@ def train(
     trainer.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
     trainer.num_val_iterations_per_epoch = int(schedule.val_iterations_per_epoch)
     trainer.initial_lr = float(schedule.initial_lr)
+    # nnU-Net writes checkpoint_latest every 50 epochs; a short schedule would never resume without this
+    trainer.save_every = min(trainer.save_every, max(1, int(schedule.epochs) // 10))
     if augmentation_processes is not None:
         os.environ["nnUNet_n_proc_DA"] = str(int(augmentation_processes))  # noqa: SIM112
     if latest.is_file():

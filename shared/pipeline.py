@@ -57,7 +57,12 @@ class StageRunner:
         logger.info("[%s] running", name)
         (self.marker_dir / f"{name}.json").unlink(missing_ok=True)  # an interrupted rerun must not look done
         start = time.perf_counter()
-        action()
+        try:
+            action()
+        except KeyboardInterrupt:
+            logger.info("[%s] interrupted after %.1f s; it is redone (or resumed) by the next run", name,
+                        time.perf_counter() - start)  # fmt: skip
+            raise
         seconds = time.perf_counter() - start
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(
@@ -71,8 +76,7 @@ class StageRunner:
         markers = []
         for marker in self.marker_dir.glob("*.json"):
             try:
-                record = read_json(marker)
-                markers.append((str(record["finished"]), marker.stem, float(record["seconds"])))
+                markers.append((marker.stat().st_mtime, marker.stem, float(read_json(marker)["seconds"])))
             except (InputError, KeyError, TypeError, ValueError):
                 continue  # an unreadable marker only means the stage runs again
         return [(name, seconds) for _, name, seconds in sorted(markers)]

@@ -177,3 +177,23 @@ def test_stage_runner_forgets_a_stage_while_it_reruns(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         runner.run("stage", {"n": 2}, interrupted)
     assert not runner.is_done("stage", {"n": 1}) and not runner.is_done("stage", {"n": 2})
+    assert [name for name, _ in runner.finished()] == []
+
+    runner.run("first", {}, lambda: None)
+    runner.run("second", {}, lambda: None)
+    (tmp_path / ".stages" / "broken.json").write_text("{not json")
+    assert [name for name, _ in runner.finished()] == ["first", "second"]
+
+
+def test_ctrl_c_in_a_command_prints_one_line_and_exits_130(capsys):
+    from shared.cli import run_cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(interrupted)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "interrupted: finished outputs are kept; run the same command again to go on"
+    )

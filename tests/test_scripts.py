@@ -127,6 +127,7 @@ def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "ventricle volume" in report and "![conditions](conditions/summary.png)" in report
+    assert "## Stage times" in report and "| demo_brains |" in report and "Demo scale" not in report
     rows = read_csv(out / "conditions" / "ventricles.csv")
     assert {r["split"] for r in rows} == {"training", "validation"}
     training_c = [float(r["c"]) for r in rows if r["split"] == "training"]
