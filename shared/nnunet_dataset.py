@@ -241,12 +241,17 @@ def dataset_id_of(folder: str | os.PathLike) -> int:
     return int(Path(folder).name[len("Dataset") : len("Dataset") + 3])
 
 
+def variant_datasets(dataset_id: int, name: str, variants: Sequence[str] = VARIANTS) -> dict[str, tuple[int, str]]:
+    """``{variant: (id, name)}`` of :func:`assemble_variants`: consecutive ids, names ``<name><Variant>``."""
+    return {v: (int(dataset_id) + i, f"{name}{v.capitalize()}") for i, v in enumerate(variants)}
+
+
 def variant_folders(
     nnunet_raw: str | os.PathLike, dataset_id: int, name: str, variants: Sequence[str] = VARIANTS
 ) -> dict[str, Path]:
-    """``{variant: folder}`` of :func:`assemble_variants`: consecutive ids, names ``<name><Variant>``."""
-    ids = range(int(dataset_id), int(dataset_id) + len(variants))
-    return {v: dataset_folder(nnunet_raw, i, f"{name}{v.capitalize()}") for i, v in zip(ids, variants)}
+    """``{variant: folder}`` that :func:`assemble_variants` writes."""
+    datasets = variant_datasets(dataset_id, name, variants)
+    return {variant: dataset_folder(nnunet_raw, *id_and_name) for variant, id_and_name in datasets.items()}
 
 
 def existing_dataset_folders(nnunet_raw: Path, dataset_id: int) -> list[Path]:
@@ -424,8 +429,6 @@ def assemble_variants(
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",")]
     return {
-        variant: assemble_dataset(
-            variant, dataset_id_of(folder), folder.name.split("_", 1)[1], real, synthetic, test, **kwargs
-        )
-        for variant, folder in variant_folders("", dataset_id, name, variants).items()
+        variant: assemble_dataset(variant, variant_id, variant_name, real, synthetic, test, **kwargs)
+        for variant, (variant_id, variant_name) in variant_datasets(dataset_id, name, variants).items()
     }
