@@ -1,0 +1,116 @@
+"""The sampling fast path: precision, memory layout, compilation and tiled decoding (issue 7).
+
+Every switch is a value in the bundles' inference configs; with the defaults (``fp32``, no
+channels-last, no compilation, no tiling) sampling is plain eager fp32, the reference that the
+accuracy guard compares against.
+
+- ``precision``: ``fp32``; ``bf16`` (autocast, CPU and CUDA); ``fp16`` (autocast, CUDA only).
+- ``channels_last``: 4D weights to ``channels_last`` and 5D weights to ``channels_last_3d``.
+- ``compile``: ``torch.compile`` of the network's forward.
+- tiled decoding: a latent ``(B, C, *S)`` decoded window by window with MONAI's
+  ``sliding_window_inference`` (Gaussian blending), so memory stays bounded on large grids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from shared.io import InputError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """Refuse an unknown precision, and fp16 off CUDA (CPU autocast in fp16 is slow and lossy)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise InputError(f"precision: fp16 needs a CUDA device, got {torch.device(device)}; use bf16 on a CPU")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Switches of the sampling fast path (defaults: plain eager fp32).
+
+    Attributes:
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; CUDA only for fp16).
+        channels_last: channels-last memory layout for the networks' weights and inputs.
+        compile: wrap each network's forward in ``torch.compile``.
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @contextlib.contextmanager
+    def inference(self, device: torch.device | str) -> Iterator[None]:
+        """``torch.inference_mode`` with autocast at ``precision`` on ``device``."""
+        check_precision(self.precision, device)
+        with torch.inference_mode():
+            if self.precision == "fp32":
+                yield
+            else:
+                with torch.autocast(torch.device(device).type, dtype=AUTOCAST_DTYPES[self.precision]):
+                    yield
+
+    def prepare(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` in eval mode, with its weights channels-last and its forward compiled if asked."""
+        network.eval()
+        if self.channels_last:
+            to_channels_last(network)
+        if self.compile:
+            network.forward = torch.compile(network.forward)  # type: ignore[method-assign]
+        return network
+
+    def layout(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An input tensor in the memory layout of the prepared networks."""
+        return channels_last_tensor(tensor) if self.channels_last else tensor
+
+
+def channels_last_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A 4D tensor as ``channels_last``, a 5D one as ``channels_last_3d``; other ranks unchanged."""
+    if tensor.dim() == 4:
+        return tensor.contiguous(memory_format=torch.channels_last)
+    if tensor.dim() == 5:
+        return tensor.contiguous(memory_format=torch.channels_last_3d)
+    return tensor
+
+
+def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
+    """Every 4D/5D parameter and buffer of ``network`` in channels-last layout, in place.
+
+    ``Module.to(memory_format=...)`` takes one rank only; networks mixing 2D and 3D
+    convolutions (or with 5D and 4D buffers) need each tensor converted by its own rank.
+    """
+    for tensor in [*network.parameters(), *network.buffers()]:
+        tensor.data = channels_last_tensor(tensor.data)
+    return network
+
+
+def tiled_decode(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    latent: torch.Tensor,
+    roi_size: Sequence[int] | int,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+) -> torch.Tensor:
+    """Decode ``latent`` ``(B, C, *S)`` window by window (``roi_size`` in latent voxels), Gaussian-blended.
+
+    The decoder may upsample (e.g. x4 per axis): MONAI's ``sliding_window_inference`` places
+    each decoded window at the scaled position. Choose ``roi_size * overlap`` as an integer so
+    the scaled windows align. Returns the decoded volume ``(B, C_out, *(S * factor))``.
+    """
+    from monai.inferers import sliding_window_inference
+
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"decode overlap: expected a value in [0, 1), got {overlap}")
+    return sliding_window_inference(latent, roi_size, sw_batch_size, decode, overlap=overlap, mode="gaussian")
