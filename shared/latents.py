@@ -128,11 +128,19 @@ def encode_dataset(
     device: torch.device | str = "cpu",
     image_key: str = "image",
     keep: Sequence[str] = (),
+    region_channel: int | None = None,
+    region_key: str = "region",
 ) -> list[dict[str, Any]]:
     """Encode every item once with a frozen autoencoder: ``[{image_key: latent (C, ...), **kept keys}]``.
 
     For diffusion training with an expensive encoder (a slice VAE runs once per slice): the
     latents are computed before training instead of at every iteration.
+
+    Args:
+        region_channel: a channel of the image (e.g. 1, the tumour mask in ``[-1, 1]``) whose
+            foreground (> 0) is also stored on the latent grid as ``region_key``: a ``(1, *latent
+            spatial)`` float map, 1 where any voxel of the latent's receptive cell is foreground.
+            ``None`` stores no region.
     """
     from tqdm.auto import tqdm
 
@@ -140,6 +148,17 @@ def encode_dataset(
     encoded = []
     for i in tqdm(range(len(dataset)), desc="encoding training volumes", unit="volume", disable=None):
         item = dataset[i]
-        latent = autoencoder.encode_stage_2_inputs(torch.as_tensor(item[image_key])[None].to(device))[0].cpu()
-        encoded.append({image_key: latent, **{key: item[key] for key in keep}})
+        image = torch.as_tensor(item[image_key])[None].to(device)
+        latent = autoencoder.encode_stage_2_inputs(image)[0].cpu()
+        entry = {image_key: latent, **{key: item[key] for key in keep}}
+        if region_channel is not None:
+            entry[region_key] = latent_region(image[0, region_channel] > 0, latent.shape[1:])
+        encoded.append(entry)
     return encoded
+
+
+def latent_region(foreground: torch.Tensor, latent_spatial: Sequence[int]) -> torch.Tensor:
+    """A foreground mask ``(*spatial)`` max-pooled to the latent grid: ``(1, *latent_spatial)`` in {0, 1}."""
+    functional = torch.nn.functional
+    pool = functional.adaptive_max_pool3d if len(latent_spatial) == 3 else functional.adaptive_max_pool2d
+    return pool(foreground.float()[None, None].cpu(), tuple(int(s) for s in latent_spatial))[0]

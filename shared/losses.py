@@ -1,4 +1,5 @@
-"""Losses MONAI lacks as one piece: the label-map VAE loss (Dice + cross-entropy + KL) and the slice VAE loss."""
+"""Losses MONAI lacks as one piece: the label-map VAE loss (Dice + cross-entropy + KL), the slice VAE loss
+and a region-weighted diffusion loss."""
 
 from __future__ import annotations
 
@@ -88,3 +89,29 @@ class SliceVAELoss(torch.nn.Module):
             soft_mask = ((recon[:, 1:2].float() + 1.0) / 2.0).clamp(0.0, 1.0)
             loss = loss + self.mask_dice_weight * self.dice(soft_mask, (target[:, 1:2].float() > 0).float())
         return loss
+
+
+class RegionWeightedLoss(torch.nn.Module):
+    """An element-wise loss averaged with per-voxel weights: ``sum(w * l(pred, target)) / sum(w * 1)``.
+
+    ``forward(pred, target)``: ``target`` is a tensor (plain mean of the element-wise loss) or a
+    pair ``(target, weight)`` with ``weight`` broadcastable to ``pred`` (e.g. ``(B, 1, *spatial)``
+    from :class:`shared.engines.diffusion.VectorConditionLatentPrepareBatch`). Normalising by the
+    weights keeps the loss on the scale of the unweighted one.
+
+    Args:
+        elementwise: a loss with ``reduction="none"`` (default ``torch.nn.L1Loss``).
+    """
+
+    def __init__(self, elementwise: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.elementwise = elementwise if elementwise is not None else torch.nn.L1Loss(reduction="none")
+        if getattr(self.elementwise, "reduction", "none") != "none":
+            raise ValueError("RegionWeightedLoss needs an element-wise loss (reduction='none')")
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if isinstance(target, torch.Tensor):
+            return self.elementwise(pred, target).mean()
+        target, weight = target
+        weight = weight.to(pred).expand_as(pred)
+        return (self.elementwise(pred, target) * weight).sum() / weight.sum()

@@ -1,4 +1,5 @@
-"""Slice-based LDM parts: the slice dataset, the VAE loss, condition requests, vector-conditioned batches."""
+"""Slice-based LDM parts: the slice dataset, the VAE loss, condition requests, vector-conditioned batches,
+the tumour-weighted diffusion loss."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 from shared.conditions import TumourFeatureNormaliser
 from shared.engines.diffusion import VectorConditionLatentPrepareBatch
 from shared.io import InputError, write_csv
-from shared.latents import LatentScaler
-from shared.losses import SliceVAELoss
+from shared.latents import LatentScaler, encode_dataset, latent_region
+from shared.losses import RegionWeightedLoss, SliceVAELoss
 from shared.sampling.tumour_conditions import random_tumour_conditions, resolve_tumour_conditions
 from shared.slices import SliceDataset, empty_slices
 
@@ -87,6 +88,46 @@ def test_vector_condition_batches_carry_the_vectors_to_the_network():
     assert torch.allclose(inputs, 2.0 * latents)  # precomputed latents are only scaled
     assert torch.equal(kwargs["condition"], batch["condition"]) and torch.equal(kwargs["noise"], target)
     assert kwargs["timesteps"].shape == (2,) and int(kwargs["timesteps"].max()) < 10
+
+
+def test_latent_region_marks_every_latent_cell_touching_the_tumour():
+    mask = torch.zeros(16, 16, 8, dtype=torch.bool)
+    mask[5, 9, 2] = True  # one voxel
+    region = latent_region(mask, (4, 4, 8))  # slice VAE: x4 in-plane, depth kept
+    assert region.shape == (1, 4, 4, 8) and int(region.sum()) == 1 and region[0, 1, 2, 2] == 1
+
+
+def test_encoded_dataset_keeps_the_tumour_region_on_the_latent_grid():
+    class Pool(torch.nn.Module):  # a stand-in encoder: x2 average pooling, 2 channels -> 2 channels
+        def encode_stage_2_inputs(self, x):
+            return torch.nn.functional.avg_pool3d(x, 2)
+
+    volume = -torch.ones(2, 8, 8, 4)
+    volume[1, 0:2, 6:8, 0:2] = 1.0
+    (item,) = encode_dataset(Pool(), [{"image": volume, "condition": [1.0]}], keep=["condition"], region_channel=1)
+    assert item["image"].shape == (2, 4, 4, 2) and item["condition"] == [1.0]
+    expected = torch.zeros(1, 4, 4, 2)
+    expected[0, 0, 3, 0] = 1.0
+    assert torch.equal(item["region"], expected)
+
+
+def test_tumour_weighted_batches_and_loss():
+    prepare = VectorConditionLatentPrepareBatch(None, LatentScaler((1.0,), (0.0,)), 10, region_weight=9.0)
+    region = torch.zeros(2, 1, 4, 4, 4)
+    region[:, :, 0, 0, 0] = 1.0
+    batch = {"image": torch.randn(2, 3, 4, 4, 4), "condition": torch.rand(2, 9), "region": region}
+    _, (noise, weight), _, kwargs = prepare(batch)
+    assert torch.equal(kwargs["noise"], noise) and torch.equal(weight, 1.0 + 9.0 * region)
+    loss = RegionWeightedLoss(torch.nn.L1Loss(reduction="none"))
+    pred = noise.clone()
+    pred[:, :, 0, 0, 0] += 1.0  # error 1 only in the tumour cell, all 3 channels
+    # weighted mean: 2 samples x 3 channels x weight 10 x error 1 / sum of weights (2 x 3 x (63 + 10))
+    assert float(loss(pred, (noise, weight))) == pytest.approx(60.0 / 438.0)
+    assert float(loss(pred, noise)) == pytest.approx(6.0 / 384.0)  # a plain target: the plain mean
+    with pytest.raises(KeyError, match="needs the batch key 'region'"):
+        prepare({"image": batch["image"], "condition": batch["condition"]})
+    with pytest.raises(ValueError, match="reduction='none'"):
+        RegionWeightedLoss(torch.nn.L1Loss())
 
 
 def test_mask_dice_term_penalises_a_mask_reconstructed_as_background():

@@ -168,11 +168,19 @@ class VectorConditionLatentPrepareBatch(LatentPrepareBatch):
     The inferer hands it to the network as ``context`` (``(B, K)``), which
     :class:`shared.networks.tumour_unet.TumourConditionedUNet` embeds.
 
+    With ``region_weight > 0`` the target is ``(noise, weight)`` for
+    :class:`shared.losses.RegionWeightedLoss`: ``weight = 1 + region_weight * region`` ``(B, 1,
+    *spatial)``, where ``region`` (batch key ``region_key``, from
+    :func:`shared.latents.encode_dataset`) marks the tumour's latent voxels. Tumours cover well
+    under 1 % of a volume, so an unweighted loss can be low while the tumour is ignored.
+
     Args:
         autoencoder: frozen autoencoder, or ``None`` for batches of precomputed latents.
         scaler: latent scaling saved with the model.
         num_train_timesteps: diffusion steps ``T``.
         condition_name: batch key of the vectors ``(B, K)``.
+        region_weight: extra loss weight of the region's latent voxels (0: plain noise target).
+        region_key: batch key of the region maps ``(B, 1, *spatial)``.
     """
 
     def __init__(
@@ -181,10 +189,35 @@ class VectorConditionLatentPrepareBatch(LatentPrepareBatch):
         scaler: LatentScaler,
         num_train_timesteps: int,
         condition_name: str = "condition",
+        region_weight: float = 0.0,
+        region_key: str = "region",
     ) -> None:
         super().__init__(autoencoder, scaler, num_train_timesteps, condition_name=condition_name)
+        if region_weight < 0:
+            raise ValueError(f"region_weight must be >= 0, got {region_weight}")
+        self.region_weight = float(region_weight)
+        self.region_key = region_key
 
     def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """``condition``: the batch's vectors ``(B, K)`` as float on the latents' device."""
         vectors = torch.as_tensor(batchdata[self.condition_name]).to(latents.device, torch.float32)
         return {"condition": vectors.reshape(latents.shape[0], -1)}
+
+    def __call__(  # type: ignore[override]
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, Any, tuple, dict]:
+        latents, noise, args, model_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
+        if self.region_weight == 0:
+            return latents, noise, args, model_kwargs
+        if self.region_key not in batchdata:
+            raise KeyError(
+                f"region_weight {self.region_weight} needs the batch key {self.region_key!r} "
+                "(encode the dataset with region_channel)"
+            )
+        region = torch.as_tensor(batchdata[self.region_key]).to(latents.device, torch.float32)
+        weight = 1.0 + self.region_weight * region.reshape(latents.shape[0], 1, *latents.shape[2:])
+        return latents, (noise, weight), args, model_kwargs
