@@ -41,15 +41,26 @@ class FastPath:
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; CUDA only for fp16).
         channels_last: channels-last memory layout for the networks' weights and inputs.
         compile: wrap each network's forward in ``torch.compile``.
+        decode_roi: latent window of tiled decoding (``None``: the whole latent at once).
+        decode_overlap: overlap of neighbouring windows, as a fraction of the window.
     """
 
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    decode_roi: Sequence[int] | None = None
+    decode_overlap: float = 0.25
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.decode_roi is not None:
+            roi = tuple(int(s) for s in self.decode_roi)
+            if not roi or min(roi) < 1:
+                raise InputError(f"decode_roi: expected positive latent window sizes, got {self.decode_roi!r}")
+            object.__setattr__(self, "decode_roi", roi)
+        if not 0.0 <= self.decode_overlap < 1.0:
+            raise InputError(f"decode_overlap: expected a value in [0, 1), got {self.decode_overlap}")
 
     @contextlib.contextmanager
     def inference(self, device: torch.device | str) -> Iterator[None]:
@@ -74,6 +85,26 @@ class FastPath:
     def layout(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input tensor in the memory layout of the prepared networks."""
         return channels_last_tensor(tensor) if self.channels_last else tensor
+
+    def decode(self, decode: Callable[[torch.Tensor], torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
+        """``decode(latent)`` as float32, window by window when ``decode_roi`` is set (see :func:`tiled_decode`)."""
+        latent = self.layout(latent)
+        if self.decode_roi is None:
+            return decode(latent).float()
+        if len(self.decode_roi) != latent.dim() - 2:
+            raise InputError(
+                f"decode_roi: expected {latent.dim() - 2} sizes for a latent of shape {tuple(latent.shape)}, "
+                f"got {list(self.decode_roi)}"
+            )
+        return tiled_decode(decode, latent, self.decode_roi, self.decode_overlap).float()
+
+    def describe(self) -> str:
+        """One line naming the switches, e.g. ``bf16, channels-last, compiled, tiles [16, 16, 16]``."""
+        parts = [self.precision]
+        parts += ["channels-last"] if self.channels_last else []
+        parts += ["compiled"] if self.compile else []
+        parts += [f"tiles {list(self.decode_roi)}"] if self.decode_roi else []
+        return ", ".join(parts)
 
 
 def channels_last_tensor(tensor: torch.Tensor) -> torch.Tensor:

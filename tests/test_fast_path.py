@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from shared.accuracy_guard import compare_outputs, image_psnr, label_dice
 from shared.fast_path import FastPath, check_precision, tiled_decode, to_channels_last
-from shared.io import InputError
+from shared.io import InputError, save_volume
 
 
 def tiny_mixed_network() -> torch.nn.Module:
@@ -113,3 +115,47 @@ def test_tiled_decoding_with_a_halo_stays_close_to_one_shot():
 def test_tiled_decoding_refuses_a_bad_overlap():
     with pytest.raises(InputError, match=r"decode overlap: expected a value in \[0, 1\), got 1.0"):
         tiled_decode(upsampling_decoder(1), torch.randn(1, 3, 8, 8, 8), roi_size=4, overlap=1.0)
+
+
+def test_fast_path_decode_tiles_when_asked_and_checks_the_window_rank():
+    decoder = upsampling_decoder(1)
+    latent = torch.randn(1, 3, 16, 12, 8)
+    with torch.inference_mode():
+        whole = FastPath().decode(decoder, latent)
+        tiled = FastPath(precision="bf16", decode_roi=[8, 8, 8], decode_overlap=0.5).decode(decoder, latent)
+        assert whole.dtype == tiled.dtype == torch.float32
+        assert torch.allclose(tiled, whole, atol=0.05)
+        with pytest.raises(InputError, match=r"decode_roi: expected 3 sizes for a latent of shape \(1, 3, 16, 12, 8\)"):
+            FastPath(decode_roi=[8, 8]).decode(decoder, latent)
+    with pytest.raises(InputError, match="decode_roi: expected positive latent window sizes"):
+        FastPath(decode_roi=[8, 0, 8])
+    assert FastPath("bf16", True, False, [8, 8, 8]).describe() == "bf16, channels-last, tiles [8, 8, 8]"
+
+
+def test_accuracy_guard_compares_runs_file_by_file(tmp_path):
+    affine = np.eye(4)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (8, 8, 8)).astype(np.float32)
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[:4], labels[4:, :4] = 2, 4
+    for run, shift, flip in (("fp32", 0.0, 0), ("fast", 0.02, 8)):
+        save_volume(tmp_path / run / "images" / "pair_0000.nii.gz", image + shift, affine)
+        changed = labels.copy()
+        changed[4:, 4:, :flip] = 4  # 4 x 4 x 8 = 128 background voxels become class 4
+        save_volume(tmp_path / run / "labels" / "pair_0000.nii.gz", changed, affine)
+    result = compare_outputs(tmp_path / "fp32", tmp_path / "fast", data_range=2.0)
+    # PSNR of a constant 0.02 error over range 2: 10 log10(4 / 0.0004) = 40 dB
+    assert result["samples"] == 1.0 and result["psnr_min"] == pytest.approx(40.0, abs=1e-3)
+    # class 2 identical (1.0); class 4: 128 voxels vs 128 + 128 -> 2 * 128 / 384
+    assert result["dice_mean"] == pytest.approx((1.0 + 256 / 384) / 2)
+    assert label_dice(labels, labels) == 1.0 and image_psnr(image, image, 2.0) == float("inf")
+    (tmp_path / "fast" / "labels" / "pair_0000.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"pair_0000.nii.gz: missing \(the reference run has pair_0000.nii.gz\)"):
+        compare_outputs(tmp_path / "fp32", tmp_path / "fast")
+
+
+def test_spade_painting_refuses_decode_tiles():
+    from shared.sampling.spade_generation import paint_images
+
+    with pytest.raises(InputError, match="tiled decoding is not available for SPADE"):
+        paint_images(None, None, None, None, "unused", [0], 2, 0, "unused", fast_path=FastPath(decode_roi=[4, 4, 4]))

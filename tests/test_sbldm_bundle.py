@@ -16,6 +16,7 @@ import pytest
 
 from conftest import bundle_run as run
 from conftest import copy_bundle_configs, mlflow_client, runs_named
+from shared.accuracy_guard import compare_outputs
 from shared.conditions import TUMOUR_FEATURE_NAMES
 from shared.demo.dataset import write_tumour_dataset
 from shared.io import read_csv, read_json
@@ -50,7 +51,9 @@ def trained(tmp_path_factory, prepared) -> Path:
     done = run(folder, AUTOENCODER, "--datalist", str(prepared), *TINY, "--autoencoder_epochs", "2",
                "--val_interval", "1", "--tracking", "mlflow")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run(folder, DIFFUSION, "--datalist", str(prepared), *TINY, "--diffusion_epochs", "2")
+    done = run(
+        folder, DIFFUSION, "--datalist", str(prepared), *TINY, "--diffusion_epochs", "2", "--tumour_loss_weight", "5"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return folder
 
@@ -179,3 +182,18 @@ def test_table1_rows_for_sbldm_and_the_3d_ldm_baseline(trained, prepared):
         assert float(row["seconds_per_volume"]) > 0 and row["num_samples"] == "2"
     table = (trained / "eval" / "table1.md").read_text()
     assert "| SBLDM | ddim | 2 |" in table and "| 3D-LDM | ddim | 2 |" in table and "SBLDM (DDPM) | 21.466" in table
+
+
+def test_fast_path_reproduces_the_fp32_pairs(trained, tmp_path):
+    """bf16 autocast and channels-last against eager fp32, same seed and noise; decode tiles span the depth."""
+    vector = "[0.5,0.5,0.8,0.5,0.5,0.5,0.3,0.3,0.3]"
+    common = [*TINY, "--num_samples", "2", "--num_inference_steps", "3", "--conditions", vector]
+    reference = run(trained, INFERENCE, *common, "--output_dir", str(tmp_path / "fp32"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    fast = run(trained, INFERENCE, *common, "--output_dir", str(tmp_path / "fast"), "--precision", "bf16",
+               "--channels_last", "true")  # fmt: skip
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    result = compare_outputs(tmp_path / "fp32", tmp_path / "fast", data_range=2.0)
+    assert result["samples"] == 2.0 and result["psnr_min"] >= 35.0 and result["dice_min"] >= 0.9, result
+    short = run(trained, INFERENCE, *common, "--output_dir", str(tmp_path / "short"), "--decode_roi", "[4,4,8]")
+    assert short.returncode != 0 and "the last size must cover all 16 slices" in short.stderr

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import bundle_run as run
 from conftest import copy_bundle_configs, mlflow_client, runs_named
+from shared.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 
@@ -199,3 +200,16 @@ def test_diffusion_overlay_runs_under_torchrun_with_two_cpu_processes(trained_bo
     done = run(folder, stages, "--datalist", str(data), *TINY, *TINY_UNET, "--diffusion_epochs", "1", torchrun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "models" / "diffusion_checkpoint_epoch=1.pt").is_file()
+
+
+def test_fast_path_reproduces_the_fp32_images(trained_both, data, tmp_path):
+    """bf16 autocast and channels-last against eager fp32: same seed, same noise."""
+    masks = mask_bundle_output(data, tmp_path / "masks")
+    common = [*TINY, *TINY_UNET, "--label_maps", str(masks), "--num_inference_steps", "2"]
+    reference = run(trained_both, INFERENCE, *common, "--output_dir", str(tmp_path / "fp32"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    fast = run(trained_both, INFERENCE, *common, "--output_dir", str(tmp_path / "fast"), "--precision", "bf16",
+               "--channels_last", "true")  # fmt: skip
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    result = compare_outputs(tmp_path / "fp32", tmp_path / "fast", data_range=1.0)
+    assert result["samples"] == 2.0 and result["psnr_min"] >= 35.0 and result["dice_min"] == 1.0, result

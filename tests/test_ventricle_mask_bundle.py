@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import bundle_run, copy_bundle_configs, mlflow_client, runs_named
+from shared.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 from shared.labels import SYNTHSEG_LABEL_IDS
@@ -270,3 +271,27 @@ def test_a_failed_job_ends_its_mlflow_run_as_failed(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_named(mlflow_client(folder), "inference_")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # the second launch did not reuse the first
+
+
+def test_fast_path_switches_reach_the_sampler(trained, tmp_path):
+    """Same seed and noise: channels-last fp32 reproduces eager fp32; bf16 with decode tiles runs and says so.
+
+    (The tiny untrained networks' class logits are near ties, so bf16 flips many argmaxes here;
+    the accuracy guard of trained paper-size networks is the benchmark's job.)
+    """
+    common = [*TINY, "--num_samples", "2", "--num_inference_steps", "3", "--guidance_scale", "2"]
+    runs = {
+        "fp32": [],
+        "channels_last": ["--channels_last", "true"],
+        "fast": ["--precision", "bf16", "--channels_last", "true", "--decode_roi", "[4,4,4]"],
+    }
+    for name, switches in runs.items():
+        done = bundle_run(trained, ["configs/inference.yaml", DEMO], *common, "--output_dir", str(tmp_path / name),
+                          *switches)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "fast path: bf16, channels-last, tiles [4, 4, 4]" in done.stdout
+    same = compare_outputs(tmp_path / "fp32", tmp_path / "channels_last", images=None, labels="mask_*.nii.gz")
+    assert same["samples"] == 2.0 and same["dice_min"] >= 0.99, same
+    for path in sorted((tmp_path / "fast").glob("mask_*.nii.gz")):
+        labels = np.asarray(nib.load(str(path)).dataobj)
+        assert labels.shape == (32, 32, 32) and set(np.unique(labels)) <= set(SYNTHSEG_LABEL_IDS)

@@ -91,5 +91,5 @@ def sample_with_guidance(
             eps = model(x, timesteps=timesteps, context=context)
         else:
             eps = guided_eps(model, x, t, context, null, guidance_scale)
-        x, _ = scheduler.step(eps, t, x, **(step_kwargs or {}))
+        x, _ = scheduler.step(eps.float(), t, x, **(step_kwargs or {}))  # fp32 steps under autocast
     return x

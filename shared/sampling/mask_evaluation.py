@@ -16,6 +16,7 @@ from scipy.stats import spearmanr
 
 from shared.condition_tables import measure_ventricle_rows
 from shared.conditions import MinMaxNormaliser
+from shared.fast_path import FastPath
 from shared.io import read_csv, read_datalist, write_csv
 from shared.latents import LatentScaler
 from shared.sampling.mask_generation import generate_label_maps
@@ -56,6 +57,7 @@ def evaluate_guidance(
     real_datalist: str | os.PathLike,
     device: Any = "cpu",
     batch_size: int = 1,
+    fast_path: FastPath | None = None,
 ) -> Path:
     """Generate ``samples_per_c`` maps per ``c`` in ``c_grid`` for every ``G``; write the plot and tables.
 
@@ -82,7 +84,7 @@ def evaluate_guidance(
     for g in guidance_scales:
         manifest = generate_label_maps(
             autoencoder, diffusion, scheduler, scaler, normaliser, grid_path, class_ids, c_values, float(g),
-            num_inference_steps, seed, output_dir / f"G{g:g}", device, batch_size,
+            num_inference_steps, seed, output_dir / f"G{g:g}", device, batch_size, fast_path=fast_path,
         )  # fmt: skip
         rows = read_csv(manifest)
         requested = np.array([float(r["requested_c"]) for r in rows])
