@@ -16,16 +16,12 @@ and ~30 s on 2 CPU cores.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 
+from shared.benchmarking import bundle_networks
 from shared.cli import run_cli
-
-ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml"]
-STAGE_CONFIGS = {"ventricle_mask_ldm": STAGES, "spade_mri_ldm": STAGES, "slice_based_ldm_brats": STAGES}
 
 
 def _count(network: torch.nn.Module) -> int:
@@ -38,9 +34,7 @@ def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> 
     Returns:
         ``({report name: network}, the parsed training configs)``.
     """
-    parser = ConfigParser()
-    parser.read_config([str(ROOT / "bundles" / bundle_name / name) for name in STAGE_CONFIGS[bundle_name]])
-    networks = {name: parser.get_parsed_content(config_id).to(device).eval() for name, config_id in ids.items()}
+    networks, parser = bundle_networks(bundle_name, ids, device)
     for name, network in networks.items():
         print(f"{name} ({type(network).__name__}): {_count(network) / 1e6:.1f} M parameters")
     return networks, parser

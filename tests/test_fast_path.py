@@ -159,3 +159,17 @@ def test_spade_painting_refuses_decode_tiles():
 
     with pytest.raises(InputError, match="tiled decoding is not available for SPADE"):
         paint_images(None, None, None, None, "unused", [0], 2, 0, "unused", fast_path=FastPath(decode_roi=[4, 4, 4]))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog):
+    import shared.fast_path as fast_path
+
+    monkeypatch.setattr(fast_path, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="shared.fast_path"):
+        check_precision("bf16", "cpu")
+    assert "neither AVX-512-BF16 nor AMX" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(fast_path, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="shared.fast_path"):
+        check_precision("bf16", "cpu")
+    assert caplog.text == ""

@@ -1,0 +1,189 @@
+"""Sampling benchmark of the three bundles: seconds per volume, per step and for decoding, FLOPs,
+peak memory, and the fast path's speed-up and accuracy against eager fp32 (same seed, same noise).
+
+Usage (from the project root)::
+
+    python scripts/benchmark.py run                                  # demo size, fp32 vs fast, 3 runs
+    python scripts/benchmark.py run --sizes paper --runs 1 --warmup 0
+    python scripts/benchmark.py run --bundles slice_based_ldm_brats --variants fp32,bf16,fast,compiled
+    python scripts/benchmark.py run --demo_models outputs/demo/models     # trained demo weights
+    python scripts/benchmark.py run --device cuda --variants fp32,fast,fp16
+    python scripts/benchmark.py one slice_based_ldm_brats --size demo --precision bf16 --steps 5
+
+``run`` measures every bundle x size x variant in its own process (so the peak RSS is that
+variant's) and writes ``results.md`` and ``results.csv`` to ``--output_dir`` (default
+``benchmarks/results``) with the machine and the exact command. Variants:
+
+- ``fp32``: eager fp32 (the reference);  ``channels_last``: fp32, channels-last;
+- ``compiled``: ``channels_last`` + ``torch.compile``;  ``bf16``: bf16 autocast;
+- ``fast``: bf16 autocast + channels-last;  ``fast_compiled``: ``fast`` + ``torch.compile``;
+- ``fp16``: fp16 autocast + channels-last (CUDA only).
+
+bf16 pays only on CPUs with AVX-512-BF16 or AMX (and on GPUs); on an AVX2-only CPU its
+convolutions fall back to slow kernels (see ``shared.fast_path.cpu_has_native_bf16``).
+
+Without ``--demo_models`` the networks have random weights: the timings hold, but the accuracy
+columns then compare untrained networks (argmax ties of class logits flip easily).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shared.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "channels_last": {"channels_last": True},
+    "compiled": {"channels_last": True, "compile": True},
+    "bf16": {"precision": "bf16"},
+    "fast": {"precision": "bf16", "channels_last": True},
+    "fast_compiled": {"precision": "bf16", "channels_last": True, "compile": True},
+    "fp16": {"precision": "fp16", "channels_last": True},
+}
+COLUMNS = (
+    "bundle", "size", "variant", "shape", "latent", "steps", "parameters_m", "seconds_per_volume", "speedup",
+    "seconds_per_step", "decode_seconds", "gflop_per_step", "gflop_per_second", "peak_rss_gb", "peak_gpu_gb",
+    "psnr_db", "dice", "runs",
+)  # fmt: skip
+
+
+def _names(value: Any, allowed: Any, what: str) -> list[str]:
+    names = list(allowed) if value in (None, "all") else list(value.split(",") if isinstance(value, str) else value)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SystemExit(f"{what}: unknown {', '.join(unknown)}; expected some of {', '.join(allowed)}")
+    return names
+
+
+def one(
+    bundle: str,
+    size: str = "demo",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    steps: int | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    device: str = "cpu",
+    models: str | None = None,
+    output: str | None = None,
+    count_flops: bool = True,
+) -> None:
+    """Measure one bundle x size x variant in this process; print the figures as one JSON line."""
+    from shared.benchmarking import measure
+
+    figures = measure(bundle, size, precision, channels_last, compile, None, steps, runs, warmup, device, models,
+                      output, count_flops)  # fmt: skip
+    print(json.dumps(figures))
+
+
+def _measure_in_subprocess(arguments: list[str]) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "one", *arguments]
+    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark failed: {shlex.join(command)} (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def write_tables(rows: list[dict], output_dir: Path, machine: dict[str, str], command: str) -> Path:
+    """``results.csv`` (all columns) and ``results.md`` (machine, command, table) in ``output_dir``."""
+    from shared.io import atomic_path
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output_dir / "results.csv") as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# Sampling benchmark",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()),
+        "",
+        f"Command: `{command}`",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(_fmt(row.get(c, "")) for c in COLUMNS) + " |" for row in rows),
+        "",
+        "seconds_per_volume: median of the runs (sampling + decoding); speedup: against fp32 of the same bundle",
+        "and size; psnr_db / dice: the variant's sample against fp32's (same seed and initial noise).",
+        "",
+    ]
+    with atomic_path(output_dir / "results.md") as temporary:
+        Path(temporary).write_text("\n".join(lines))
+    return output_dir / "results.md"
+
+
+def run(
+    bundles: Any = "all",
+    sizes: Any = "demo",
+    variants: Any = "fp32,fast",
+    runs: int = 3,
+    warmup: int = 1,
+    steps: int | None = None,
+    device: str = "cpu",
+    demo_models: str | None = None,
+    output_dir: str = "benchmarks/results",
+) -> str:
+    """Measure every bundle x size x variant (each in its own process); write and print the results table.
+
+    Args:
+        bundles: comma-separated bundle names, or ``all``.
+        sizes: ``paper``, ``demo`` or both (comma-separated).
+        variants: comma-separated names of ``VARIANTS``; ``fp32`` first is the reference.
+        runs: timed runs per variant (median); ``warmup``: untimed runs before them.
+        steps: denoising steps (default: the paper's, 25 / 50 / 50).
+        device: ``cpu`` or ``cuda[:N]``.
+        demo_models: a folder with ``<bundle>/model.pt`` and ``model_autoencoder.pt`` for the demo size
+            (e.g. the main command's ``outputs/<run>/models``).
+        output_dir: where ``results.md`` and ``results.csv`` go.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from shared.benchmarking import BUNDLES, SIZES, compare_decoded, machine_description
+
+    bundle_names, size_names = _names(bundles, BUNDLES, "bundles"), _names(sizes, SIZES, "sizes")
+    variant_names = _names(variants, VARIANTS, "variants")
+    command = shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]])
+    rows: list[dict] = []
+    jobs = [(b, s, v) for b in bundle_names for s in size_names for v in variant_names]
+    with tempfile.TemporaryDirectory() as scratch:
+        for bundle, size, variant in tqdm(jobs, desc="benchmark", unit="variant"):
+            arguments = [bundle, "--size", size, "--runs", str(runs), "--warmup", str(warmup), "--device", device,
+                         "--output", f"{scratch}/{bundle}_{size}_{variant}.pt"]  # fmt: skip
+            arguments += [f"--{key}={value}" for key, value in VARIANTS[variant].items()]
+            arguments += ["--steps", str(steps)] if steps else []
+            arguments += ["--models", str(Path(demo_models) / bundle)] if demo_models and size == "demo" else []
+            figures = _measure_in_subprocess(arguments)
+            figures["variant"] = variant if variant in ("fp32",) else f"{variant} ({figures['variant']})"
+            reference = f"{scratch}/{bundle}_{size}_fp32.pt"
+            if variant != "fp32" and Path(reference).is_file():
+                baseline = next(r for r in rows if (r["bundle"], r["size"], r["variant"]) == (bundle, size, "fp32"))
+                figures["speedup"] = baseline["seconds_per_volume"] / figures["seconds_per_volume"]
+                ours = torch.load(f"{scratch}/{bundle}_{size}_{variant}.pt")
+                figures.update(compare_decoded(torch.load(reference), ours, figures["output"]))
+            rows.append(figures)
+            tqdm.write(f"{bundle} {size} {figures['variant']}: {figures['seconds_per_volume']:.2f} s / volume")
+    table = write_tables(rows, Path(output_dir), machine_description(device), command)
+    print(table.read_text())
+    return str(table)
+
+
+if __name__ == "__main__":
+    run_cli({"run": run, "one": one})
