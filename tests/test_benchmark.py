@@ -46,7 +46,8 @@ def test_harness_measures_fp32_and_the_fast_path_and_writes_both_tables(tmp_path
 
 def test_unknown_variants_are_refused():
     done = benchmark("run", "--variants", "fp32,int4", "--output_dir", "unused")
-    assert done.returncode != 0 and "variants: unknown int4; expected some of fp32, channels_last, compiled" in done.stderr
+    expected = "variants: unknown int4; expected some of fp32, channels_last, compiled"
+    assert done.returncode != 0 and expected in done.stderr
 
 
 def test_decoded_outputs_are_compared_by_kind():
