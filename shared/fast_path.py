@@ -96,8 +96,9 @@ class FastPath:
         network.eval()
         if self.channels_last:
             to_channels_last(network)
-        if self.compile:
+        if self.compile and not getattr(network, "_fast_path_compiled", False):  # once, however often prepared
             network.forward = torch.compile(network.forward)  # type: ignore[method-assign]
+            network._fast_path_compiled = True
         return network
 
     def layout(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -173,3 +173,10 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="shared.fast_path"):
         check_precision("bf16", "cpu")
     assert caplog.text == ""
+
+
+def test_preparing_twice_compiles_once():
+    network = torch.nn.Linear(2, 2)
+    fast = FastPath(compile=True)
+    compiled = fast.prepare(network).forward
+    assert fast.prepare(network).forward is compiled and not network.training
