@@ -9,6 +9,7 @@ Usage (from the project root)::
     python scripts/benchmark.py run --demo_models outputs/demo/models     # trained demo weights
     python scripts/benchmark.py run --device cuda --variants fp32,fast,fp16
     python scripts/benchmark.py one slice_based_ldm_brats --size demo --precision bf16 --steps 5
+    python scripts/benchmark.py assembly --cases 16 --runs 3    # nnU-Net set assembly vs bare nibabel
 
 ``run`` measures every bundle x size x variant in its own process (so the peak RSS is that
 variant's) and writes ``results.md`` and ``results.csv`` to ``--output_dir`` (default
@@ -21,6 +22,9 @@ variant's) and writes ``results.md`` and ``results.csv`` to ``--output_dir`` (de
 
 bf16 pays only on CPUs with AVX-512-BF16 or AMX (and on GPUs); on an AVX2-only CPU its
 convolutions fall back to slow kernels (see ``shared.fast_path.cpu_has_native_bf16``).
+
+``assembly`` times nnU-Net set assembly (``shared.nnunet_dataset``) against a bare nibabel load +
+save of the same demo files in as many processes, and writes ``assembly.md`` / ``assembly.csv``.
 
 Without ``--demo_models`` the networks have random weights: the timings hold, but the accuracy
 columns then compare untrained networks (argmax ties of class logits flip easily).
@@ -54,6 +58,21 @@ COLUMNS = (
     "seconds_per_step", "decode_seconds", "gflop_per_step", "gflop_per_second", "peak_rss_gb", "peak_gpu_gb",
     "psnr_db", "dice", "runs",
 )  # fmt: skip
+SAMPLING_NOTES = (
+    "seconds_per_volume: median of the runs (sampling + decoding); speedup: against fp32 of the same bundle",
+    "and size; psnr_db / dice: the variant's sample against fp32's (same seed and initial noise).",
+)
+ASSEMBLY_COLUMNS = (
+    "kind", "shape", "cases", "workers", "runs", "bare_seconds", "assembly_seconds", "ratio",
+    "bare_cases_per_second", "assembly_cases_per_second", "bare_written_mb", "assembly_written_mb",
+)  # fmt: skip
+ASSEMBLY_NOTES = (
+    "bare: nibabel load + save of every image and label, nothing else; assembly: `assemble_dataset`",
+    "(validation, label remapping, atomic writes, provenance). Both in the same worker processes, runs",
+    "alternating; seconds: medians; ratio: assembly / bare.",
+)
+#: demo dataset kind -> its default grid (the SPADE LDM's and the BraTS grid of the papers)
+ASSEMBLY_SHAPES = {"brains": (96, 128, 96), "tumours": (192, 192, 96)}
 
 
 def _names(value: Any, allowed: Any, what: str) -> list[str]:
@@ -100,33 +119,41 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_tables(rows: list[dict], output_dir: Path, machine: dict[str, str], command: str) -> Path:
-    """``results.csv`` (all columns) and ``results.md`` (machine, command, table) in ``output_dir``."""
+def write_tables(
+    rows: list[dict],
+    output_dir: Path,
+    machine: dict[str, str],
+    command: str,
+    columns: tuple[str, ...] = COLUMNS,
+    stem: str = "results",
+    title: str = "Sampling benchmark",
+    notes: tuple[str, ...] = SAMPLING_NOTES,
+) -> Path:
+    """``<stem>.csv`` (all columns) and ``<stem>.md`` (machine, command, table, notes) in ``output_dir``."""
     from shared.io import atomic_path
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_dir / "results.csv") as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+    with atomic_path(output_dir / f"{stem}.csv") as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# Sampling benchmark",
+        f"# {title}",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()),
         "",
         f"Command: `{command}`",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(_fmt(row.get(c, "")) for c in COLUMNS) + " |" for row in rows),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows),
         "",
-        "seconds_per_volume: median of the runs (sampling + decoding); speedup: against fp32 of the same bundle",
-        "and size; psnr_db / dice: the variant's sample against fp32's (same seed and initial noise).",
+        *notes,
         "",
     ]
-    with atomic_path(output_dir / "results.md") as temporary:
+    with atomic_path(output_dir / f"{stem}.md") as temporary:
         Path(temporary).write_text("\n".join(lines))
-    return output_dir / "results.md"
+    return output_dir / f"{stem}.md"
 
 
 def run(
@@ -185,5 +212,48 @@ def run(
     return str(table)
 
 
+def assembly(
+    kinds: Any = "brains,tumours",
+    cases: int = 16,
+    shape: Any = None,
+    runs: int = 3,
+    workers: int = 2,
+    seed: int = 0,
+    output_dir: str = "benchmarks/results",
+) -> str:
+    """nnU-Net set assembly against a bare nibabel load + save loop over the same files; writes ``assembly.md``.
+
+    Args:
+        kinds: demo datasets to assemble, ``brains`` (ventricle labels) and/or ``tumours`` (whole tumour).
+        cases: pairs per dataset (generated once per kind, in a temporary folder).
+        shape: grid ``X,Y,Z`` for every kind (default: 96,128,96 for brains, 192,192,96 for tumours).
+        runs: timed runs of each (median), alternating.
+        workers: processes of both (2 = both cores here).
+        seed: demo data seed.
+        output_dir: where ``assembly.md`` and ``assembly.csv`` go.
+    """
+    from tqdm.auto import tqdm
+
+    from shared.assembly_benchmark import KIND_LABELS, measure_assembly, write_demo_pairs
+    from shared.benchmarking import machine_description
+
+    kind_names = _names(kinds, KIND_LABELS, "kinds")
+    command = shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]])
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind in tqdm(kind_names, desc="assembly benchmark", unit="dataset"):
+            sizes = shape.split(",") if isinstance(shape, str) else shape or ASSEMBLY_SHAPES[kind]
+            grid = tuple(int(v) for v in sizes)
+            datalist = write_demo_pairs(Path(scratch) / kind, kind, cases, grid, seed)
+            figures = measure_assembly(datalist, KIND_LABELS[kind], runs, workers, scratch)
+            rows.append({"kind": kind, "shape": "x".join(map(str, grid)), **figures})
+            tqdm.write(f"{kind}: bare {figures['bare_seconds']:.2f} s, assembly {figures['assembly_seconds']:.2f} s "
+                       f"({figures['ratio']:.2f}x)")  # fmt: skip
+    table = write_tables(rows, Path(output_dir), machine_description("cpu"), command, ASSEMBLY_COLUMNS, "assembly",
+                         "nnU-Net set assembly throughput", ASSEMBLY_NOTES)  # fmt: skip
+    print(table.read_text())
+    return str(table)
+
+
 if __name__ == "__main__":
-    run_cli({"run": run, "one": one})
+    run_cli({"run": run, "one": one, "assembly": assembly})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shared.benchmarking import compare_decoded, synthetic_label_map
-from shared.io import read_csv
+from shared.io import InputError, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +69,38 @@ def test_decoded_outputs_are_compared_by_kind():
 def test_synthetic_label_map_holds_every_class():
     labels = synthetic_label_map(5, (16, 16, 16)).numpy()
     assert labels.shape == (16, 16, 16) and set(np.unique(labels)) == set(range(5))
+
+
+def test_assembly_benchmark_times_both_loops_over_the_same_files(tmp_path):
+    from shared.assembly_benchmark import bare_copy, measure_assembly, write_demo_pairs
+    from shared.io import load_volume
+    from shared.nnunet_dataset import read_pair_sources
+
+    datalist = write_demo_pairs(tmp_path / "brains", "brains", 3, (24, 24, 24))
+    pairs = [(p.image, p.label) for p in read_pair_sources(datalist, "real")]
+    written = bare_copy(pairs, tmp_path / "bare", num_workers=1)
+    copies = sorted((tmp_path / "bare").glob("*.nii.gz"))
+    assert len(copies) == 6 and written == sum(p.stat().st_size for p in copies)
+    original, copy = load_volume(pairs[0][1]), load_volume(tmp_path / "bare" / "0000.nii.gz")
+    assert np.array_equal(original.array, copy.array) and np.allclose(original.affine, copy.affine)
+
+    figures = measure_assembly(datalist, "ventricles", runs=2, num_workers=2, scratch=tmp_path)
+    assert figures["cases"] == 3 and figures["runs"] == 2 and figures["workers"] == 2
+    assert figures["ratio"] == pytest.approx(figures["assembly_seconds"] / figures["bare_seconds"])
+    assert figures["bare_written_mb"] > 0 and figures["assembly_written_mb"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "brains"]  # scratch folders removed
+    with pytest.raises(InputError, match="kind 'knees': expected one of brains, tumours"):
+        write_demo_pairs(tmp_path / "knees", "knees", 1, (8, 8, 8))
+
+
+def test_assembly_command_writes_its_table(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_cli", ROOT / "scripts" / "benchmark.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    table = Path(cli.assembly(kinds="tumours", cases=2, shape="16,16,16", runs=1, workers=1, output_dir=str(tmp_path)))
+    assert table == tmp_path / "assembly.md" and "# nnU-Net set assembly throughput" in table.read_text()
+    (row,) = read_csv(tmp_path / "assembly.csv")
+    assert (row["kind"], row["shape"], row["cases"], row["workers"]) == ("tumours", "16x16x16", "2", "1")
+    assert float(row["assembly_seconds"]) > 0 and float(row["ratio"]) > 0
