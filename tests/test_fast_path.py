@@ -161,6 +161,21 @@ def test_spade_painting_refuses_decode_tiles():
         paint_images(None, None, None, None, "unused", [0], 2, 0, "unused", fast_path=FastPath(decode_roi=[4, 4, 4]))
 
 
+def test_slice_pairs_refuse_decode_tiles_that_split_the_slices(tmp_path):
+    """Each slice is decoded with its position, so a decode window must span the whole depth."""
+    from shared.io import write_json
+    from shared.networks.slice_stack import SliceStackAutoencoder
+    from shared.networks.slice_vae import SliceVAE
+    from shared.sampling.tumour_generation import generate_tumour_pairs
+
+    vae = SliceVAE(channels=(8, 16), latent_channels=3, norm_num_groups=4)
+    grid = write_json(tmp_path / "grid.json", {"shape": [16, 16, 8], "affine": np.eye(4).tolist()})
+    with pytest.raises(InputError, match=r"decode_roi: the last size must cover all 8 slices .*got \[4, 4, 4\]"):
+        generate_tumour_pairs(SliceStackAutoencoder(vae), torch.nn.Identity(), None, None, None, grid, np.zeros((1, 9)),
+                              2, 1.0, 0, tmp_path / "out", fast_path=FastPath(decode_roi=[4, 4, 4]))  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog):
     import shared.fast_path as fast_path
 

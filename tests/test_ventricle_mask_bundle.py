@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import bundle_run, copy_bundle_configs, mlflow_client, runs_named
+from conftest import ROOT, bundle_run, copy_bundle_configs, mlflow_client, runs_named
 from shared.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
@@ -78,7 +78,7 @@ def test_mlflow_tracking_records_losses_and_validation_dice(trained):
     assert 0.0 <= runs[0].data.metrics["val_label_dice"] <= 1.0
 
 
-def test_inference_writes_label_maps_manifest_and_mosaic(trained):
+def test_inference_writes_label_maps_manifest_and_mosaic(trained, tmp_path):
     done = bundle_run(
         trained,
         ["configs/inference.yaml", DEMO],
@@ -114,6 +114,29 @@ def test_inference_writes_label_maps_manifest_and_mosaic(trained):
     assert {"mosaic.png", "manifest.csv"} <= artifacts
     local = Path(client.download_artifacts(runs[0].info.run_id, "mosaic.png", str(out.parent / "downloaded")))
     assert local.read_bytes() == (out / "mosaic.png").read_bytes()
+    # channels-last fp32 against these label maps: same seed and noise, same arithmetic in another layout
+    fast = bundle_run(trained, ["configs/inference.yaml", DEMO], *TINY, "--num_samples", "2", "--num_inference_steps",
+                      "2", "--conditions", "[0.1,1.4]", "--output_dir", str(tmp_path / "fast"),
+                      "--channels_last", "true")  # fmt: skip
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    assert "fast path: fp32, channels-last" in fast.stdout
+    same = compare_outputs(out, tmp_path / "fast", images=None, labels="mask_*.nii.gz")
+    assert same["samples"] == 2.0 and same["dice_min"] >= 0.99, same
+
+
+def test_fast_path_values_of_the_inference_config_reach_the_sampler(monkeypatch):
+    """The config's switches build the FastPath that generate_label_maps receives.
+
+    (bf16 and decode tiles themselves: tests/test_fast_path.py on tiny networks.)
+    """
+    from monai.bundle import ConfigParser
+
+    monkeypatch.chdir(ROOT / "bundles" / "ventricle_mask_ldm")  # the config names its siblings from the bundle root
+    parser = ConfigParser()
+    parser.read_config("configs/inference.yaml")
+    parser.update({"precision": "bf16", "channels_last": True, "decode_roi": [4, 4, 4]})
+    assert parser.get_parsed_content("fast_path").describe() == "bf16, channels-last, tiles [4, 4, 4]"
+    assert "fast_path=@fast_path" in parser["evaluator"]["job"]
 
 
 def test_balance_conditions_switches_training_to_inverse_frequency_sampling(trained):
@@ -271,27 +294,3 @@ def test_a_failed_job_ends_its_mlflow_run_as_failed(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_named(mlflow_client(folder), "inference_")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # the second launch did not reuse the first
-
-
-def test_fast_path_switches_reach_the_sampler(trained, tmp_path):
-    """Same seed and noise: channels-last fp32 reproduces eager fp32; bf16 with decode tiles runs and says so.
-
-    (The tiny untrained networks' class logits are near ties, so bf16 flips many argmaxes here;
-    the accuracy guard of trained paper-size networks is the benchmark's job.)
-    """
-    common = [*TINY, "--num_samples", "2", "--num_inference_steps", "3", "--guidance_scale", "2"]
-    runs = {
-        "fp32": [],
-        "channels_last": ["--channels_last", "true"],
-        "fast": ["--precision", "bf16", "--channels_last", "true", "--decode_roi", "[4,4,4]"],
-    }
-    for name, switches in runs.items():
-        done = bundle_run(trained, ["configs/inference.yaml", DEMO], *common, "--output_dir", str(tmp_path / name),
-                          *switches)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-    assert "fast path: bf16, channels-last, tiles [4, 4, 4]" in done.stdout
-    same = compare_outputs(tmp_path / "fp32", tmp_path / "channels_last", images=None, labels="mask_*.nii.gz")
-    assert same["samples"] == 2.0 and same["dice_min"] >= 0.99, same
-    for path in sorted((tmp_path / "fast").glob("mask_*.nii.gz")):
-        labels = np.asarray(nib.load(str(path)).dataobj)
-        assert labels.shape == (32, 32, 32) and set(np.unique(labels)) <= set(SYNTHSEG_LABEL_IDS)
