@@ -38,14 +38,16 @@ def write_demo_pairs(folder: Path, kind: str, n_cases: int, shape: Sequence[int]
     return writers[kind](folder, n_cases, tuple(int(s) for s in shape), seed=seed, validation_fraction=0.0)
 
 
-def _copy_files(job: tuple[Path, ...]) -> int:
-    """Load and save each ``(source, destination)`` file of one case with nibabel alone; returns bytes written."""
-    written = 0
+def _copy_files(job: tuple[Path, ...]) -> None:
+    """Load and save each ``(source, destination)`` file of one case with nibabel alone."""
     for source, destination in zip(job[0::2], job[1::2]):
         image = nib.load(str(source))
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header), str(destination))
-        written += destination.stat().st_size
-    return written
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the volumes under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*.nii.gz"))
 
 
 def bare_copy(pairs: Sequence[tuple[Path, Path]], output_dir: Path, num_workers: int = 2) -> int:
@@ -58,13 +60,12 @@ def bare_copy(pairs: Sequence[tuple[Path, Path]], output_dir: Path, num_workers:
     jobs = [(image, output_dir / f"{i:04d}_0000.nii.gz", label, output_dir / f"{i:04d}.nii.gz")
             for i, (image, label) in enumerate(pairs)]  # fmt: skip
     if num_workers <= 1:
-        return sum(map(_copy_files, jobs))
-    with ProcessPoolExecutor(max_workers=num_workers) as pool:
-        return sum(pool.map(_copy_files, jobs, chunksize=1))
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*.nii.gz"))
+        for job in jobs:
+            _copy_files(job)
+    else:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            list(pool.map(_copy_files, jobs, chunksize=1))
+    return _folder_bytes(output_dir)
 
 
 def measure_assembly(
