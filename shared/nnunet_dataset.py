@@ -135,8 +135,9 @@ def read_pair_sources(
     Args:
         source: a datalist JSON (items with ``image`` and ``label``), a ``manifest.csv`` of
             generated pairs (``image``, ``label`` relative to it, other columns kept as
-            conditions), or a folder holding ``images/`` and ``labels/`` (matched by file name)
-            or a ``manifest.csv``.
+            conditions; rows that quality control did not accept, ``qc_status`` other than
+            ``accepted``, are skipped), or a folder holding ``images/`` and ``labels/`` (matched by
+            file name) or a ``manifest.csv``.
         origin: ``"real"`` or ``"synthetic"``, recorded per case.
         sections: datalist sections to read (default: all).
     """
@@ -150,6 +151,7 @@ def read_pair_sources(
         pairs = [
             PairSource(source.parent / r["image"], source.parent / r["label"], origin, _manifest_conditions(r))
             for r in rows
+            if r.get("qc_status", "accepted") == "accepted"
         ]
     elif source.is_file() and source.suffix.lower() == ".json":
         items = read_datalist(source, sections)

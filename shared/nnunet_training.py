@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,60 @@ class TrainingSchedule:
         epochs: training epochs.
         iterations_per_epoch: training iterations per epoch.
         val_iterations_per_epoch: validation iterations per epoch (pseudo Dice only).
-        initial_lr: nnU-Net's SGD learning rate (poly decay over ``epochs``).
+        initial_lr: the optimiser's initial learning rate (poly decay over ``epochs``).
+        optimizer: ``sgd`` (nnU-Net's default: SGD, Nesterov momentum 0.99) or ``adamw``
+            (AdamW with the same weight decay and poly schedule; learns in hundreds instead of
+            thousands of iterations, see :data:`OPTIMIZERS`).
+        seed: seeds Python's, numpy's and torch's generators before training (network
+            initialisation, patch sampling and nnU-Net's augmentation, which runs in the
+            training process when ``augmentation_processes`` is 0), so a CPU run is repeatable.
+            ``None`` leaves them alone (nnU-Net's behaviour).
     """
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     initial_lr: float = 1e-2
+    optimizer: str = "sgd"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer: unknown '{self.optimizer}', expected one of {', '.join(OPTIMIZERS)}")
+        for name in ("epochs", "iterations_per_epoch"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"--{name}: must be at least 1, got {getattr(self, name)}")
+        if not float(self.initial_lr) > 0:
+            raise InputError(f"--initial_lr: must be positive, got {self.initial_lr}")
+
+
+# Measured on the demo's real ventricle set (20 brains at 32^3, quarter width, 2-core CPU): hold-out
+# Dice 0.90 after 100 and 0.98 after 300 iterations with AdamW at 3e-3, 0.00 after 300 with
+# nnU-Net's SGD at 1e-2 (README, "nnU-Net on a CPU schedule").
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def _adamw_optimizers(trainer: Any) -> tuple[Any, Any]:
+    """``configure_optimizers`` replacement: AdamW with nnU-Net's weight decay and poly schedule."""
+    import torch
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    optimizer = torch.optim.AdamW(
+        trainer.network.parameters(), lr=trainer.initial_lr, weight_decay=trainer.weight_decay
+    )
+    return optimizer, PolyLRScheduler(optimizer, trainer.initial_lr, trainer.num_epochs)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (what nnU-Net's training draws from)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def nnunet_folder(name: str) -> Path:
@@ -178,6 +226,9 @@ def train(
     trainer.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
     trainer.num_val_iterations_per_epoch = int(schedule.val_iterations_per_epoch)
     trainer.initial_lr = float(schedule.initial_lr)
+    if schedule.optimizer == "adamw":
+        # the trainer stays nnU-Net's own class (its predictor finds it by name); only its optimiser changes
+        trainer.configure_optimizers = types.MethodType(_adamw_optimizers, trainer)
     # nnU-Net writes checkpoint_latest every 50 epochs; a short schedule would never resume without this
     trainer.save_every = min(trainer.save_every, max(1, int(schedule.epochs) // 10))
     if augmentation_processes is not None:
@@ -185,6 +236,8 @@ def train(
     if latest.is_file():
         logger.info("%s: resuming from %s", name, latest)
         trainer.load_checkpoint(str(latest))
+    if schedule.seed is not None:
+        seed_everything(int(schedule.seed) + trainer.current_epoch)
     trainer.run_training()
     return fold_folder
 
@@ -251,6 +304,8 @@ def train_segmentation(
     iterations_per_epoch: int = 250,
     val_iterations_per_epoch: int = 50,
     initial_lr: float = 1e-2,
+    optimizer: str = "sgd",
+    seed: int | None = None,
     width_factor: float = 1.0,
     device: str = "cpu",
     predict_test: bool = True,
@@ -259,11 +314,36 @@ def train_segmentation(
 ) -> dict[str, Any]:
     """Plan + preprocess, train and (if the dataset has ``imagesTs``) predict its hold-out.
 
+    Args:
+        dataset_id: the dataset's id in ``nnUNet_raw``.
+        nnunet_root: folder holding nnU-Net's three folders (default: nnU-Net's environment variables).
+        configuration: nnU-Net configuration (``3d_fullres``, ``2d`` ...).
+        fold: ``all`` (train on every case) or a cross-validation fold 0-4.
+        epochs: training epochs (nnU-Net: 1000).
+        iterations_per_epoch: training iterations per epoch (nnU-Net: 250).
+        val_iterations_per_epoch: validation iterations per epoch (pseudo Dice; nnU-Net: 50).
+        initial_lr: initial learning rate (nnU-Net's SGD: 1e-2; 3e-3 suits ``adamw``).
+        optimizer: ``sgd`` (nnU-Net's default) or ``adamw`` (short CPU schedules).
+        seed: seed of the network's initialisation, patch sampling and augmentation (repeatable
+            CPU runs with ``augmentation_processes 0``); default: unseeded, as nnU-Net.
+        width_factor: multiplies the planned features per stage (0.25 for CPU demos).
+        device: ``cpu`` or ``cuda``.
+        predict_test: segment the dataset's ``imagesTs`` after training.
+        num_processes: processes for fingerprinting, preprocessing and prediction.
+        augmentation_processes: nnU-Net's augmentation workers (0: in the training process).
+
     Returns ``{"model": fold folder, "predictions": folder or None}``.
     """
+    schedule = TrainingSchedule(
+        int(epochs),
+        int(iterations_per_epoch),
+        int(val_iterations_per_epoch),
+        float(initial_lr),
+        str(optimizer),
+        None if seed is None else int(seed),
+    )  # validated before anything is written
     use_nnunet_root(nnunet_root)
     plan_and_preprocess(dataset_id, configuration, num_processes, width_factor)
-    schedule = TrainingSchedule(epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr)
     fold_folder = train(dataset_id, configuration, fold, schedule, device, augmentation_processes)
     predictions = None
     tests = nnunet_folder("nnUNet_raw") / dataset_name(dataset_id) / "imagesTs"

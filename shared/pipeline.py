@@ -162,6 +162,8 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     ]
     from shared.segmentation_study import study_report_lines
 
+    if studies:
+        lines[2:2] = answer_section(output_dir, studies)
     titles = {
         "ventricles": "Ventricle segmentation: nnU-Net on real, synthetic and augmented sets"
         " (hold-out: enlarged ventricles)",
@@ -169,19 +171,122 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     }
     if studies:
         lines += [
-            "Demo scale: every generator trains for a few minutes and every nnU-Net for "
-            f"{nnunet_iterations} iterations, so the tables below show that each stage runs and what it writes, not",
-            "that synthetic data helps; the training-volume plots show how far the generated masks are from the",
-            "real ones at this scale.",
+            f"Demo scale: each nnU-Net trains for {nnunet_iterations} iterations on a few dozen cases, and the",
+            "hold-outs have a handful of cases, so the differences between variants are small and their intervals",
+            "wide; the study scale (README) runs the papers' experiments in miniature.",
             "",
         ]
     for study in studies:
         lines += study_report_lines(output_dir, study, titles[study])
     lines += stage_time_lines(StageRunner(output_dir))
     path = output_dir / "report.md"
+    if studies:
+        write_json(output_dir / "figures.json", demo_figures(output_dir, studies))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
+
+
+def generator_source(output_dir: Path) -> str:
+    """``starter weights`` or ``trained in this run``, from what the models folders hold."""
+    models = output_dir / "models"
+    starters = sorted(p.parent.name for p in models.glob("*/starter_manifest.json"))
+    trained = sorted({p.parent.name for p in models.glob("*/model.pt")} - set(starters))
+    parts = []
+    if starters:
+        parts.append(f"starter weights ({', '.join(starters)}; checksums verified; `bundles/*/starter/manifest.json`)")
+    if trained:
+        parts.append(f"trained in this run ({', '.join(trained)})")
+    return "; ".join(parts) or "none"
+
+
+def demo_figures(output_dir: Path, studies: Sequence[str]) -> dict[str, Any]:
+    """The figures the report opens with, as JSON (``figures.json``; CI checks them)."""
+    from shared.segmentation_study import generator_figures, segmentation_figures
+
+    return {
+        "generators": generator_source(output_dir),
+        **{
+            study: {
+                "generator": generator_figures(output_dir, study),
+                "segmentation": segmentation_figures(output_dir, study),
+            }
+            for study in studies
+        },
+    }
+
+
+def answer_section(output_dir: Path, studies: Sequence[str]) -> list[str]:
+    """``## Answer``: best variant per metric with its CI, next to the generators' own quality."""
+    from shared.segmentation_study import answer_lines, generator_figures, generator_lines
+
+    lines = [
+        "## Answer: do the synthetic pairs make a better segmenter?",
+        "",
+        "Best variant per hold-out metric (mean over cases, bootstrap 95% CI), and its paired difference",
+        "against the model trained on real data alone:",
+        "",
+    ]
+    for index, study in enumerate(studies):
+        table = answer_lines(output_dir, study)
+        lines += table if index == 0 else table[2:]
+    lines += [
+        "",
+        f"Generators: {generator_source(output_dir)}. Their own quality, so that a generator problem can be told",
+        "from a segmentation one:",
+        "",
+        "| study | pairs | n | quality |",
+        "|---|---|---|---|",
+    ]
+    for study in studies:
+        lines += generator_lines(study, generator_figures(output_dir, study))
+    return [*lines, ""]
+
+
+#: What the default demo must reach (issue thresholds; CI checks ``figures.json`` against them).
+DEMO_THRESHOLDS: dict[str, float] = {
+    "ventricles_real_dice": 0.80,
+    "tumours_real_dice": 0.60,
+    "ventricles_icv_ratio_low": 0.7,
+    "ventricles_icv_ratio_high": 1.4,
+    "ventricles_rho": 0.7,
+    "tumours_non_empty": 0.9,
+    "tumours_rho": 0.6,
+}
+
+
+def check_demo_figures(figures: dict[str, Any], thresholds: dict[str, float] = DEMO_THRESHOLDS) -> list[str]:
+    """The thresholds a demo's ``figures.json`` misses, one line each (empty: all met).
+
+    Generator figures are taken over the accepted pairs (what the nnU-Net sets are made of);
+    the raw first-round figures are in the report beside them.
+    """
+    failures = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            failures.append(what)
+
+    for study, key in (("ventricles", "ventricles_real_dice"), ("tumours", "tumours_real_dice")):
+        if study not in figures:
+            failures.append(f"{study}: no figures (study not run)")
+            continue
+        dice = figures[study]["segmentation"]["real"]["dice"]
+        need(dice >= thresholds[key], f"{study}: real model's hold-out Dice {dice:.3f} < {thresholds[key]}")
+    if "ventricles" in figures:
+        g = figures["ventricles"]["generator"]["accepted"]
+        low, high = thresholds["ventricles_icv_ratio_low"], thresholds["ventricles_icv_ratio_high"]
+        ratio = g["icv_ratio_median"]
+        need(low <= ratio <= high, f"ventricles: ICV ratio {ratio:.2f} outside {low}-{high}")
+        need(g["rho_c_volume"] >= thresholds["ventricles_rho"],
+             f"ventricles: rho(c, volume) {g['rho_c_volume']:.2f} < {thresholds['ventricles_rho']}")  # fmt: skip
+    if "tumours" in figures:
+        g = figures["tumours"]["generator"]["accepted"]
+        need(g["non_empty_fraction"] >= thresholds["tumours_non_empty"],
+             f"tumours: non-empty masks {g['non_empty_fraction']:.2f} < {thresholds['tumours_non_empty']}")  # fmt: skip
+        need(g["rho_volume"] >= thresholds["tumours_rho"],
+             f"tumours: rho(requested, achieved) {g['rho_volume']:.2f} < {thresholds['tumours_rho']}")  # fmt: skip
+    return failures
 
 
 STUDIES = ("ventricles", "tumours")
@@ -202,15 +307,20 @@ def run_demo_pipeline(
     output_dir: str | os.PathLike = "outputs/demo",
     n_brains: int = 20,
     n_tumours: int = 20,
-    shape: Sequence[int] = (64, 64, 64),
+    shape: Sequence[int] = (32, 32, 32),
     spacing: Sequence[float] | float | None = None,
+    tumour_shape: Sequence[int] = (64, 64, 64),
     seed: int = 0,
     branches: str | Sequence[str] = STUDIES,
-    n_generated: int = 8,
-    n_holdout: int = 6,
+    n_generated: int = 16,
+    n_holdout: int = 8,
     sampling_steps: int = 10,
-    nnunet_epochs: int = 3,
-    nnunet_iterations: int = 10,
+    train_generators: bool = False,
+    qc_rounds: int = 3,
+    nnunet_epochs: int = 16,
+    nnunet_iterations: int = 25,
+    nnunet_optimizer: str = "adamw",
+    nnunet_lr: float = 3e-3,
     device: str = "cpu",
     force: bool = False,
 ) -> Path:
@@ -218,9 +328,10 @@ def run_demo_pipeline(
 
     Stages: ``demo_brains``, ``demo_tumours``, ``conditions``; then per study (``--branches``,
     default both; ``none`` stops after the data): the ventricle study (hold-out brains with
-    enlarged ventricles, mask and SPADE bundles trained, pairs generated towards enlarged
-    ventricles, real / synthetic / augmented nnU-Net sets, one small nnU-Net each, hold-out
-    evaluation) and the tumour study (slice-based LDM, real / augmented sets); ``report``.
+    enlarged ventricles, the mask and SPADE generators from their checksum-verified starter
+    weights or trained with ``--train_generators``, pairs generated towards enlarged ventricles
+    and checked by QC, real / synthetic / augmented nnU-Net sets, one small nnU-Net each,
+    hold-out evaluation) and the tumour study (slice-based LDM, real / augmented sets); ``report``.
     Finished stages are skipped when run again with the same parameters (see
     :class:`StageRunner`); an interrupted stage is redone (bundle and nnU-Net training resume
     from their last checkpoint).
@@ -229,27 +340,56 @@ def run_demo_pipeline(
         output_dir: where everything goes (data, models, generated pairs, nnU-Net folders, report).
         n_brains: demo brains (training data of the ventricle study).
         n_tumours: demo tumour cases (training data of the tumour study).
-        shape: demo grid ``X, Y, Z`` (voxels).
-        spacing: voxel size (mm), one value or three; default: the demo's field of view over ``shape``.
-        seed: seed of the demo data and of every generator.
+        shape: grid of the demo brains ``X, Y, Z`` (voxels; the starter weights' 32^3 unless
+            ``--train_generators``).
+        spacing: voxel size (mm) of the brains, one value or three; default: the demo's
+            192 mm field of view over ``shape`` (6 mm at 32^3).
+        tumour_shape: grid of the raw demo tumour cases (prepared to the slice-based LDM's 64x64x32).
+        seed: seed of the demo data, of every generator and of nnU-Net's training.
         branches: studies to run, comma separated: ``ventricles``, ``tumours``; ``none`` for the data only.
-        n_generated: synthetic pairs per study.
+        n_generated: synthetic pairs per study that pass QC.
         n_holdout: hold-out cases per study.
         sampling_steps: DDIM steps of every generator.
+        train_generators: retrain the generators on this run's data with their starter recipes
+            (see each bundle's ``starter/manifest.json``; the mask LDM's takes ~1 hour on 2 cores)
+            instead of installing the shipped starter weights.
+        qc_rounds: generation rounds at most; each regenerates the pairs QC rejected.
         nnunet_epochs: nnU-Net epochs per model.
         nnunet_iterations: nnU-Net training iterations per epoch.
+        nnunet_optimizer: ``adamw`` (default; learns in a few hundred iterations) or ``sgd``
+            (nnU-Net's own, for its full schedule: ``--nnunet_epochs 1000 --nnunet_iterations 250 --nnunet_lr 0.01``).
+        nnunet_lr: nnU-Net's initial learning rate.
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
         force: rerun every stage even when it finished before.
     """
-    from shared.segmentation_study import StudySettings, run_tumour_study, run_ventricle_study
+    from shared.nnunet_training import TrainingSchedule
+    from shared.segmentation_study import (
+        MASK_BUNDLE,
+        SPADE_BUNDLE,
+        StudySettings,
+        check_starter_grid,
+        run_tumour_study,
+        run_ventricle_study,
+    )  # fmt: skip
 
     output_dir = Path(output_dir).resolve()
     make_grid(shape, spacing)  # validate before anything is written
+    make_grid(tumour_shape, None)
     studies = _studies(branches)
+    if not isinstance(train_generators, bool):
+        raise InputError(f"--train_generators: a flag (true/false), got {train_generators!r}")
     settings = StudySettings(
         n_generated=int(n_generated), n_holdout=int(n_holdout), sampling_steps=int(sampling_steps),
-        nnunet_epochs=int(nnunet_epochs), nnunet_iterations=int(nnunet_iterations), device=str(device),
+        train_generators=train_generators, qc_rounds=int(qc_rounds),
+        nnunet_epochs=int(nnunet_epochs), nnunet_iterations=int(nnunet_iterations),
+        nnunet_optimizer=str(nnunet_optimizer), nnunet_lr=float(nnunet_lr), device=str(device),
     )  # fmt: skip
+    TrainingSchedule(  # validates the nnU-Net schedule before anything is written
+        settings.nnunet_epochs, settings.nnunet_iterations, 2, settings.nnunet_lr, settings.nnunet_optimizer
+    )
+    if "ventricles" in studies and not train_generators:
+        for bundle in (MASK_BUNDLE, SPADE_BUNDLE):
+            check_starter_grid(bundle, [int(n) for n in shape])
     runner = StageRunner(output_dir, force=force)
     data = dict(
         shape=[int(n) for n in shape],
@@ -260,10 +400,11 @@ def run_demo_pipeline(
     runner.run(
         "demo_brains", {**data, "n": n_brains}, lambda: write_brain_dataset(brains, n_brains, shape, spacing, seed)
     )
+    tumour_data = {"shape": [int(n) for n in tumour_shape], "seed": seed, "n": n_tumours}
     runner.run(
-        "demo_tumours", {**data, "n": n_tumours}, lambda: write_tumour_dataset(tumours, n_tumours, shape, spacing, seed)
+        "demo_tumours", tumour_data, lambda: write_tumour_dataset(tumours, n_tumours, tumour_shape, None, seed)
     )
-    upstream = {**data, "n_brains": n_brains, "n_tumours": n_tumours}
+    upstream = {**data, "n_brains": n_brains, "n_tumours": n_tumours, "tumour_shape": tumour_data["shape"]}
     runner.run(
         "conditions",
         upstream,

@@ -23,46 +23,67 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shared.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
-from shared.io import read_csv
+from shared.generation_rounds import accepted_rows, generate_with_qc
+from shared.io import InputError, read_csv, read_grid_reference
 from shared.nnunet_dataset import assemble_variants, dataset_id_of, variant_folders
+from shared.pair_qc import TumourQC, VentricleQC
+from shared.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 
 logger = logging.getLogger(__name__)
 
 SBLDM_BUNDLE = ROOT / "bundles" / "slice_based_ldm_brats"
-DEMO_PRESET = "configs/presets/demo.yaml"
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Sizes of the segmentation studies (defaults: a CPU demo in minutes; quality is not claimed).
+    """Sizes of the segmentation studies (defaults: the CPU demo, ~30 minutes on 2 cores).
 
     Attributes:
-        n_generated: synthetic pairs per study; the synthetic and augmented sets take all of them.
+        n_generated: synthetic pairs per study (accepted by QC); the synthetic and augmented sets take all of them.
         n_holdout: hold-out cases per study (never seen by any generator or segmenter).
         holdout_enlargement: ventricle enlargement range of the ventricle hold-out (demo brains: 1-5).
         generated_c: ``c`` range of the generated ventricle pairs (``c > 1``: larger than any training case).
         guidance_scale: classifier-free guidance of the mask model.
         sampling_steps: DDIM steps of every generator (mask, SPADE and slice-based LDM).
+        train_generators: train the three generators on the run's own data with the recipes of
+            their starter manifests, instead of using the shipped starter weights.
+        qc_rounds: generation rounds at most; each regenerates the pairs QC rejected.
+        max_c_error: QC tolerance of ventricle pairs on ``|achieved c - requested c|``.
+        icv_tolerance: QC range of a generated brain's ICV, as factors of the real brains' median.
+        max_volume_error: QC tolerance of tumour pairs on the normalised volume.
+        max_centre_error: QC tolerance of tumour pairs on the normalised centre.
         nnunet_epochs: nnU-Net epochs per model.
         nnunet_iterations: nnU-Net training iterations per epoch.
+        nnunet_optimizer: ``adamw`` (learns in hundreds of iterations) or ``sgd`` (nnU-Net's default).
+        nnunet_lr: nnU-Net's initial learning rate.
         nnunet_width: factor on nnU-Net's planned features per stage.
         tumour_shape: working grid of the slice-based LDM (``X, Y, Z``).
         volume_threshold_ml: split of the ventricle evaluation by ground-truth volume.
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
     """
 
-    n_generated: int = 8
-    n_holdout: int = 6
+    n_generated: int = 16
+    n_holdout: int = 8
     holdout_enlargement: tuple[float, float] = (3.0, 6.0)
-    generated_c: tuple[float, float] = (0.5, 1.3)
+    generated_c: tuple[float, float] = (0.25, 1.25)
     guidance_scale: float = 4.0
     sampling_steps: int = 10
-    nnunet_epochs: int = 3
-    nnunet_iterations: int = 10
+    train_generators: bool = False
+    qc_rounds: int = 3
+    max_c_error: float = 0.35
+    icv_tolerance: tuple[float, float] = (0.7, 1.4)
+    max_volume_error: float = 0.5
+    max_centre_error: float = 0.5
+    nnunet_epochs: int = 16
+    nnunet_iterations: int = 25
+    nnunet_optimizer: str = "adamw"
+    nnunet_lr: float = 3e-3
     nnunet_width: float = 0.25
     tumour_shape: tuple[int, int, int] = (64, 64, 32)
-    volume_threshold_ml: float = 50.0
+    volume_threshold_ml: float = 150.0
     device: str = "cpu"
 
     def params(self) -> dict[str, Any]:
@@ -70,21 +91,58 @@ class StudySettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def starter_recipe(bundle: Path) -> dict[str, Any]:
+    """The starter manifest of a bundle (its preset and overrides are the generator's recipe)."""
+    return read_starter_manifest(bundle / STARTER_FOLDER)
+
+
+def preset_file(bundle: Path) -> str:
+    """``configs/presets/<preset>.yaml`` of the bundle's starter recipe."""
+    return f"configs/presets/{starter_recipe(bundle)['preset']}.yaml"
+
+
 def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: str) -> None:
-    """Autoencoder then diffusion of one bundle, demo preset, models in ``models`` (resumable)."""
-    overrides = {"datalist": str(datalist), "ckpt_dir": str(models), "tb_dir": str(models / "logs"), "device": device}
+    """Autoencoder then diffusion of one bundle with its starter recipe, models in ``models`` (resumable)."""
+    recipe = starter_recipe(bundle)
+    overrides = {
+        **recipe.get("overrides", {}),
+        "datalist": str(datalist), "ckpt_dir": str(models), "tb_dir": str(models / "logs"), "device": device,
+    }  # fmt: skip
     stage_1 = ["configs/train_autoencoder.yaml"]
-    run_bundle(bundle, [*stage_1, DEMO_PRESET], overrides, f"{what} autoencoder")
-    run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", DEMO_PRESET], overrides, f"{what} diffusion")
+    preset = preset_file(bundle)
+    run_bundle(bundle, [*stage_1, preset], overrides, f"{what} autoencoder")
+    run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], overrides, f"{what} diffusion")
 
 
-def train_nnunet(dataset_id: int, nnunet_root: Path, settings: StudySettings) -> None:
-    """``scripts/train_segmentation.py`` for one dataset in its own process."""
+def provide_generator(bundle: Path, models: Path, datalist: Path, settings: StudySettings, what: str) -> None:
+    """Train the bundle (``train_generators``) or install its checksum-verified starter weights."""
+    if settings.train_generators:
+        train_bundle(bundle, models, datalist, settings.device, what)
+    else:
+        install_starter_weights(bundle / STARTER_FOLDER, models)
+
+
+def check_starter_grid(bundle: Path, shape: tuple[int, ...] | list[int]) -> None:
+    """Starter weights work on their own grid only: refuse another one before anything is written."""
+    folder = bundle / STARTER_FOLDER
+    if not (folder / "grid.json").is_file():
+        return
+    starter_shape, _ = read_grid_reference(folder / "grid.json")
+    if tuple(int(n) for n in shape) != tuple(starter_shape):
+        raise InputError(
+            f"--shape {','.join(str(n) for n in shape)}: {bundle.name}'s starter weights work on "
+            f"{','.join(str(n) for n in starter_shape)}; use that grid or --train_generators"
+        )
+
+
+def train_nnunet(dataset_id: int, nnunet_root: Path, settings: StudySettings, seed: int) -> None:
+    """``scripts/train_segmentation.py`` for one dataset in its own process (seeded: repeatable on CPU)."""
     command = [
         sys.executable, str(ROOT / "scripts" / "train_segmentation.py"),
         "--dataset_id", str(dataset_id), "--nnunet_root", str(nnunet_root),
         "--epochs", str(settings.nnunet_epochs), "--iterations_per_epoch", str(settings.nnunet_iterations),
         "--val_iterations_per_epoch", "2", "--width_factor", str(settings.nnunet_width),
+        "--optimizer", settings.nnunet_optimizer, "--initial_lr", str(settings.nnunet_lr), "--seed", str(seed),
         "--device", settings.device, "--augmentation_processes", "0",
     ]  # fmt: skip
     run_command(command, ROOT, f"nnU-Net dataset {dataset_id}")
@@ -99,16 +157,21 @@ def evaluate_study(
     datasets: dict[str, Path], nnunet_root: Path, output_dir: Path, volume_threshold_ml: float
 ) -> list[dict[str, Any]]:
     """Hold-out evaluation of each variant's model (the hold-out is the same in every dataset)."""
+    from shared.io import write_csv
     from shared.segmentation_metrics import evaluate_models, label_volumes_ml
+    from shared.study_statistics import compare_variants
 
     first = next(iter(datasets.values()))
-    return evaluate_models(
+    summary = evaluate_models(
         {variant: prediction_folder(nnunet_root, folder) for variant, folder in datasets.items()},
         first / "labelsTs",
         output_dir,
         volume_threshold_ml,
         training_volumes={variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()},
     )
+    comparison = compare_variants(read_csv(output_dir / "per_case.csv"))
+    write_csv(output_dir / "comparison.csv", comparison, list(dict.fromkeys(k for row in comparison for k in row)))
+    return summary
 
 
 def train_and_evaluate(
@@ -121,9 +184,12 @@ def train_and_evaluate(
     params: dict[str, Any],
 ) -> None:
     """Stages ``nnunet_<study>_<variant>`` (one model per dataset) and ``evaluate_<study>``."""
+    seed = int(params["seed"])
     for variant, folder in datasets.items():
         dataset_id = dataset_id_of(folder)
-        runner.run(f"nnunet_{study}_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings))
+        runner.run(
+            f"nnunet_{study}_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings, seed)
+        )
     runner.run(
         f"evaluate_{study}",
         params,
@@ -152,29 +218,44 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
     )  # fmt: skip
     datalist = brains / "datalist.json"
     mask_models, spade_models = models / "ventricle_mask_ldm", models / "spade_mri_ldm"
+    generators = "trained" if settings.train_generators else "starter"
     runner.run(
-        "train_mask_ldm", params, lambda: train_bundle(MASK_BUNDLE, mask_models, datalist, settings.device, "mask LDM")
-    )
+        f"{generators}_mask_ldm", params,
+        lambda: provide_generator(MASK_BUNDLE, mask_models, datalist, settings, "mask LDM"),
+    )  # fmt: skip
     runner.run(
-        "train_spade_ldm",
-        params,
-        lambda: train_bundle(SPADE_BUNDLE, spade_models, datalist, settings.device, "SPADE LDM"),
-    )
-    runner.run(
-        "generate_ventricle_pairs",
-        params,
-        lambda: generate_pairs(
-            generated, settings.n_generated, {"uniform": list(settings.generated_c)}, settings.guidance_scale,
-            mask_steps=settings.sampling_steps, image_steps=settings.sampling_steps, seed=data["seed"], preset="demo",
+        f"{generators}_spade_ldm", params,
+        lambda: provide_generator(SPADE_BUNDLE, spade_models, datalist, settings, "SPADE LDM"),
+    )  # fmt: skip
+
+    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
+        conditions = [float(c) for c in requests] if requests else {"uniform": list(settings.generated_c)}
+        return generate_pairs(
+            folder, count, conditions, settings.guidance_scale,
+            mask_steps=settings.sampling_steps, image_steps=settings.sampling_steps, seed=seed,
+            preset=starter_recipe(MASK_BUNDLE)["preset"],
             mask_overrides={"ckpt_dir": str(mask_models), "device": settings.device},
             spade_overrides={"ckpt_dir": str(spade_models), "device": settings.device},
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+
+    def generate() -> None:
+        from shared.segmentation_metrics import label_volumes_ml
+
+        icv = float(np.median(label_volumes_ml(brains / "labels")))
+        qc = VentricleQC(
+            icv_range_ml=(settings.icv_tolerance[0] * icv, settings.icv_tolerance[1] * icv),
+            max_c_error=settings.max_c_error,
+        )
+        generate_with_qc(generated, generate_round, "ventricles", qc, settings.n_generated, data["seed"],
+                         settings.qc_rounds)  # fmt: skip
+
+    runner.run("generate_ventricle_pairs", params, generate)
     runner.run(
         "ventricle_sets",
         params,
         lambda: assemble_variants(
-            501, "DemoVentricles", datalist, generated, holdout, variants, n_synthetic=settings.n_generated,
+            501, "DemoVentricles", datalist, generated, holdout, variants,
+            n_synthetic=len(accepted_rows(generated / "manifest.csv")),
             labels="ventricles", nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True,
         ),
     )  # fmt: skip
@@ -198,37 +279,141 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
     runner.run("prepare_tumours", params, lambda: prepare_tumour_dataset(tumours / "datalist.json", prepared, shape))
 
     def make_holdout() -> None:
-        write_tumour_dataset(holdout_raw, settings.n_holdout, data["shape"], data["spacing"], data["seed"] + 1000,
+        write_tumour_dataset(holdout_raw, settings.n_holdout, data["tumour_shape"], None, data["seed"] + 1000,
                              validation_fraction=0.0)  # fmt: skip
         prepare_tumour_dataset(holdout_raw / "datalist.json", holdout, shape, validation_fraction=0.0)
 
     runner.run("holdout_tumours", params, make_holdout)
+    generators = "trained" if settings.train_generators else "starter"
     runner.run(
-        "train_slice_ldm",
-        params,
-        lambda: train_bundle(SBLDM_BUNDLE, models, prepared / "datalist.json", settings.device, "slice-based LDM"),
-    )
-    runner.run(
-        "generate_tumour_pairs",
-        params,
-        lambda: run_bundle(
-            SBLDM_BUNDLE, ["configs/inference.yaml", DEMO_PRESET],
-            {"ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"), "output_dir": str(generated),
-             "num_samples": settings.n_generated, "num_inference_steps": settings.sampling_steps, "seed": data["seed"],
+        f"{generators}_slice_ldm", params,
+        lambda: provide_generator(SBLDM_BUNDLE, models, prepared / "datalist.json", settings, "slice-based LDM"),
+    )  # fmt: skip
+
+    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
+        run_bundle(
+            SBLDM_BUNDLE, ["configs/inference.yaml", preset_file(SBLDM_BUNDLE)],
+            {"ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"), "output_dir": str(folder),
+             "num_samples": count, "num_inference_steps": settings.sampling_steps, "seed": seed,
              "device": settings.device},
             "tumour pairs (slice_based_ldm_brats)",
-        ),
+        )  # fmt: skip
+        return folder / "manifest.csv"
+
+    qc = TumourQC(max_volume_error=settings.max_volume_error, max_centre_error=settings.max_centre_error)
+    runner.run(
+        "generate_tumour_pairs", params,
+        lambda: generate_with_qc(generated, generate_round, "tumours", qc, settings.n_generated, data["seed"],
+                                 settings.qc_rounds),
     )  # fmt: skip
     runner.run(
         "tumour_sets",
         params,
         lambda: assemble_variants(
             511, "DemoTumours", prepared / "datalist.json", generated, holdout / "datalist.json", variants,
-            n_synthetic=settings.n_generated, labels="whole_tumour", nnunet_raw=nnunet_root / "nnUNet_raw",
-            overwrite=True, real_sections=["training", "validation"],
+            n_synthetic=len(accepted_rows(generated / "manifest.csv")), labels="whole_tumour",
+            nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True, real_sections=["training", "validation"],
         ),
     )  # fmt: skip
     train_and_evaluate(runner, "tumours", datasets, nnunet_root, out, settings, params)
+
+
+def generator_figures(out: Path, study: str) -> dict[str, Any]:
+    """The generator's own quality, from ``generated/<study>/manifest.csv`` and ``qc.json``.
+
+    Ventricles: Spearman rho of requested ``c`` against achieved ventricle volume and the
+    median ICV ratio to the real training brains, over the first round's candidates (what the
+    generator gives before QC) and over the accepted pairs. Tumours: the share of non-empty
+    masks and rho of requested against achieved volume, the same two ways.
+    """
+    from scipy.stats import spearmanr
+
+    from shared.io import read_json
+
+    generated = out / "generated" / study
+    rows = read_csv(generated / "manifest.csv")
+    qc = read_json(generated / "qc.json")
+    groups = {
+        "raw": [r for r in rows if r.get("round", "0") == "0"],
+        "accepted": accepted_rows(generated / "manifest.csv"),
+    }
+
+    def rho(x: list[float], y: list[float]) -> float:
+        return float(spearmanr(x, y).statistic) if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+
+    figures: dict[str, Any] = {"qc": qc}
+    for name, group in groups.items():
+        if study == "ventricles":
+            from shared.segmentation_metrics import label_volumes_ml
+
+            real_icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
+            c = [float(r["requested_c"]) for r in group]
+            volume = [float(r["ventricle_ml"]) for r in group]
+            icv = [float(r["icv_ml"]) for r in group]
+            figures[name] = {
+                "n": len(group), "rho_c_volume": rho(c, volume),
+                "icv_ratio_median": float(np.median(icv) / real_icv) if icv else float("nan"),
+                "ventricle_ml_min": float(min(volume, default=float("nan"))),
+                "ventricle_ml_max": float(max(volume, default=float("nan"))),
+            }  # fmt: skip
+        else:
+            requested = [float(r["requested_volume"]) for r in group]
+            achieved = [float(r["achieved_volume"]) for r in group]
+            voxels = [int(float(r["tumour_voxels"])) for r in group]
+            figures[name] = {
+                "n": len(group), "rho_volume": rho(requested, achieved),
+                "non_empty_fraction": float(np.mean([v > 0 for v in voxels])) if voxels else float("nan"),
+            }  # fmt: skip
+    return figures
+
+
+def segmentation_figures(out: Path, study: str) -> dict[str, Any]:
+    """Per variant: mean Dice, IoU and volume MAE on the hold-out (all cases)."""
+    summary = read_csv(out / "evaluation" / study / "summary.csv")
+    return {
+        row["model"]: {m: float(row[f"{m}_mean"]) for m in ("dice", "iou", "abs_volume_error_ml")}
+        for row in summary
+        if row["subset"] == "all"
+    }
+
+
+def answer_lines(out: Path, study: str) -> list[str]:
+    """The report's opening table of one study: best variant per metric, with its CI."""
+    from shared.study_statistics import best_by_metric
+
+    comparison = read_csv(out / "evaluation" / study / "comparison.csv")
+    rows = [{**r, "mean": float(r["mean"])} for r in comparison]
+    lines = ["| study | metric | best variant | mean (95% CI) | vs real: difference (95% CI), Wilcoxon p |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in best_by_metric(rows):
+        if row["model"] == "real":
+            versus = "-"
+        else:
+            versus = (f"{float(row['vs_real_mean_difference']):+.3f} ({float(row['vs_real_ci_low']):+.3f}, "
+                      f"{float(row['vs_real_ci_high']):+.3f}), p = {float(row['vs_real_wilcoxon_p']):.3g}")  # fmt: skip
+        lines.append(
+            f"| {study} | {row['metric']} | {row['model']} | {row['mean']:.3f} "
+            f"({float(row['ci_low']):.3f}, {float(row['ci_high']):.3f}) | {versus} |"
+        )
+    return lines
+
+
+def generator_lines(study: str, figures: dict[str, Any]) -> list[str]:
+    """One Markdown table row per generator figure group (before QC, accepted)."""
+    qc = figures["qc"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in qc["reasons"].items()) or "none"
+    lines = []
+    for name in ("raw", "accepted"):
+        f = figures[name]
+        if study == "ventricles":
+            quality = f"rho(c, ventricle volume) {f['rho_c_volume']:.2f}; ICV / real median {f['icv_ratio_median']:.2f}"
+        else:
+            quality = f"rho(requested, achieved volume) {f['rho_volume']:.2f}; non-empty {f['non_empty_fraction']:.0%}"
+        label = "first round, before QC" if name == "raw" else "accepted by QC"
+        lines.append(f"| {study} | {label} | {f['n']} | {quality} |")
+    lines.append(f"| {study} | QC | {qc['candidates']} candidates in {qc['rounds']} rounds | "
+                 f"{qc['rejected']} rejected ({reasons}) |")  # fmt: skip
+    return lines
 
 
 def study_report_lines(out: Path, study: str, title: str) -> list[str]:
@@ -237,7 +422,8 @@ def study_report_lines(out: Path, study: str, title: str) -> list[str]:
     summary = read_csv(evaluation / "summary.csv")
     lines = [f"## {title}", ""]
     if (out / "generated" / study / "mosaic.png").is_file():
-        lines += [f"Generated pairs (`generated/{study}/`):", "", f"![generated](generated/{study}/mosaic.png)", ""]
+        lines += [f"Generated pairs accepted by QC (`generated/{study}/`, every candidate and its QC verdict in",
+                  "`manifest.csv`):", "", f"![generated](generated/{study}/mosaic.png)", ""]  # fmt: skip
     lines += ["| model | subset | n | Dice | IoU | MAE (mL) |", "|---|---|---|---|---|---|"]
     for row in summary:
         if not int(row["n"]):
@@ -248,7 +434,8 @@ def study_report_lines(out: Path, study: str, title: str) -> list[str]:
         )
     lines += [
         "",
-        f"Per case: `evaluation/{study}/per_case.csv`.",
+        f"Per case: `evaluation/{study}/per_case.csv`; paired differences against real, bootstrap CIs and",
+        f"Wilcoxon p-values: `evaluation/{study}/comparison.csv`.",
         "",
         f"![errors](evaluation/{study}/errors.png)",
         "",

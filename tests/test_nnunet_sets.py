@@ -178,3 +178,30 @@ def test_tiny_nnunet_trains_predicts_and_skips_finished_steps(variants, tmp_path
     rerun = run_script("train_segmentation.py", *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "skipped" in rerun.stderr and "training skipped" in rerun.stderr and "prediction skipped" in rerun.stderr
+
+
+def test_seeded_adamw_training_is_repeatable_and_bad_schedules_are_refused(variants):
+    """The demo's nnU-Net schedule (AdamW, seeded, augmentation in-process) gives the same weights twice."""
+    import shutil
+
+    import torch
+
+    root = variants["synthetic"].parent.parent
+    args = ["--dataset_id", "502", "--nnunet_root", str(root), "--epochs", "1", "--iterations_per_epoch", "2",
+            "--val_iterations_per_epoch", "1", "--width_factor", "0.25", "--augmentation_processes", "0",
+            "--optimizer", "adamw", "--initial_lr", "0.003", "--seed", "7", "--predict_test", "False"]  # fmt: skip
+    model = root / "nnUNet_results" / "Dataset502_VentSynthetic"
+    weights = []
+    for _ in range(2):
+        shutil.rmtree(model, ignore_errors=True)
+        done = run_script("train_segmentation.py", *args)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        checkpoint = model / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth"
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        assert "exp_avg" in next(iter(state["optimizer_state"]["state"].values()))  # Adam's moments, not SGD momentum
+        weights.append(state["network_weights"])
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
+    bad = run_script("train_segmentation.py", *args[:-6], "--optimizer", "adam")
+    assert bad.returncode == 2 and "error: --optimizer: unknown 'adam'" in bad.stderr

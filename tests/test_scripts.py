@@ -142,9 +142,11 @@ def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     assert "[conditions] running" in third.stderr
     # An interrupted rerun with other parameters leaves no marker that claims the old stage is done.
     (out / ".stages" / "demo_brains.json").write_text('{"params": {"stale": true}}')
-    # Changed parameters rerun the stages they affect.
+    # Changed parameters rerun the stages they affect: another brain grid redoes the brains and
+    # everything downstream, and keeps the tumour cases (their grid is --tumour_shape).
     fourth = run_script("run_pipeline.py", *args[:-1], "40,40,40")
-    assert fourth.returncode == 0 and "already done" not in fourth.stderr
+    assert fourth.returncode == 0 and fourth.stderr.count("already done") == 1
+    assert "[demo_tumours] already done" in fourth.stderr and "[demo_brains] running" in fourth.stderr
 
 
 def test_pipeline_rejects_unknown_branches_before_writing_anything(tmp_path):

@@ -1,0 +1,99 @@
+"""Starter weights: written from a models folder, checked by sha256 before use, the shipped ones intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_script
+from shared.io import InputError
+from shared.pipeline import DEMO_THRESHOLDS, check_demo_figures
+from shared.starter_weights import install_starter_weights, sha256_of, verify_starter_weights, write_starter_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = ("ventricle_mask_ldm", "spade_mri_ldm", "slice_based_ldm_brats")
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    net = torch.nn.Conv3d(1, 2, 3)
+    torch.save({"model": net.state_dict(), "optimizer": {"lr": 1.0}}, folder / "model.pt")
+    (folder / "grid.json").write_text('{"shape": [8, 8, 8]}')
+    return folder
+
+
+def test_written_starter_keeps_weights_only_and_installs_after_verification(models, tmp_path):
+    manifest = write_starter_weights(models, tmp_path / "starter", "b", ["model.pt", "grid.json"], "demo",
+                                     {"diffusion_epochs": 3}, {"data": "cmd"})  # fmt: skip
+    assert manifest["preset"] == "demo" and manifest["overrides"] == {"diffusion_epochs": 3}
+    assert manifest["files"]["model.pt"]["sha256"] == sha256_of(tmp_path / "starter" / "model.pt")
+    state = torch.load(tmp_path / "starter" / "model.pt", weights_only=True)
+    assert set(state) == {"weight", "bias"} and state["weight"].dtype == torch.float16  # no optimiser state
+    net = torch.nn.Conv3d(1, 2, 3)
+    net.load_state_dict(state)  # fp16 on disk, cast back to the network's fp32
+    assert net.weight.dtype == torch.float32
+    original = torch.load(models / "model.pt", weights_only=True)["model"]["weight"]
+    torch.testing.assert_close(net.weight, original, atol=1e-3, rtol=1e-3)
+    install_starter_weights(tmp_path / "starter", tmp_path / "installed")
+    assert (tmp_path / "installed" / "model.pt").read_bytes() == (tmp_path / "starter" / "model.pt").read_bytes()
+    assert json.loads((tmp_path / "installed" / "starter_manifest.json").read_text())["bundle"] == "b"
+
+
+def test_tampered_or_missing_file_is_refused_and_nothing_is_installed(models, tmp_path):
+    write_starter_weights(models, tmp_path / "starter", "b", ["model.pt", "grid.json"], "demo")
+    (tmp_path / "starter" / "grid.json").write_text('{"shape": [9, 9, 9]}')
+    with pytest.raises(InputError, match=r"grid.json: sha256 .* does not match"):
+        install_starter_weights(tmp_path / "starter", tmp_path / "installed")
+    assert not (tmp_path / "installed").exists()
+    (tmp_path / "starter" / "model.pt").unlink()
+    with pytest.raises(InputError, match="model.pt: listed in manifest.json but missing"):
+        verify_starter_weights(tmp_path / "starter")
+    with pytest.raises(InputError, match="missing; train the bundle first"):
+        write_starter_weights(models, tmp_path / "other", "b", ["model_autoencoder.pt"], "demo")
+
+
+def test_oversized_weights_are_refused(models, tmp_path, monkeypatch):
+    monkeypatch.setattr("shared.starter_weights.MAX_FILE_BYTES", 100)
+    with pytest.raises(InputError, match="over the 10 MB starter limit"):
+        write_starter_weights(models, tmp_path / "starter", "b", ["model.pt"], "demo")
+    assert not (tmp_path / "starter").exists() and not list(tmp_path.glob(".starter*"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_shipped_starter_weights_match_their_manifest(bundle):
+    folder = ROOT / "bundles" / bundle / "starter"
+    manifest = verify_starter_weights(folder)
+    assert manifest["bundle"] == bundle
+    assert (ROOT / "bundles" / bundle / "configs" / "presets" / f"{manifest['preset']}.yaml").is_file()
+    assert all(entry["bytes"] < 10 * 2**20 for entry in manifest["files"].values())
+    assert manifest["provenance"]["training_commands"] and manifest["provenance"]["commit"]
+
+
+def test_make_starter_weights_refuses_unknown_bundle_and_preset(tmp_path):
+    done = run_script("make_starter_weights.py", "lungs", "--models_dir", str(tmp_path), "--preset", "demo")
+    assert done.returncode == 2 and "error: bundle: unknown 'lungs'" in done.stderr
+    done = run_script("make_starter_weights.py", "spade_mri_ldm", "--models_dir", str(tmp_path), "--preset", "huge")
+    assert done.returncode == 2 and "presets/huge.yaml does not exist" in done.stderr
+
+
+def _figures(real_dice=0.9, rho=0.8, non_empty=1.0):
+    return {
+        "ventricles": {"segmentation": {"real": {"dice": real_dice}},
+                       "generator": {"accepted": {"icv_ratio_median": 1.0, "rho_c_volume": rho}}},
+        "tumours": {"segmentation": {"real": {"dice": 0.7}},
+                    "generator": {"accepted": {"non_empty_fraction": non_empty, "rho_volume": 0.7}}},
+    }  # fmt: skip
+
+
+def test_demo_figures_are_checked_against_every_threshold():
+    assert check_demo_figures(_figures()) == []
+    failures = check_demo_figures(_figures(real_dice=0.5, rho=0.2, non_empty=0.5))
+    assert [f.split(":")[0] for f in failures] == ["ventricles", "ventricles", "tumours"]
+    assert "Dice 0.500 < 0.8" in failures[0]
+    assert check_demo_figures({}) == ["ventricles: no figures (study not run)", "tumours: no figures (study not run)"]
+    assert DEMO_THRESHOLDS["tumours_real_dice"] == 0.6
