@@ -401,9 +401,7 @@ def run_demo_pipeline(
         "demo_brains", {**data, "n": n_brains}, lambda: write_brain_dataset(brains, n_brains, shape, spacing, seed)
     )
     tumour_data = {"shape": [int(n) for n in tumour_shape], "seed": seed, "n": n_tumours}
-    runner.run(
-        "demo_tumours", tumour_data, lambda: write_tumour_dataset(tumours, n_tumours, tumour_shape, None, seed)
-    )
+    runner.run("demo_tumours", tumour_data, lambda: write_tumour_dataset(tumours, n_tumours, tumour_shape, None, seed))
     upstream = {**data, "n_brains": n_brains, "n_tumours": n_tumours, "tumour_shape": tumour_data["shape"]}
     runner.run(
         "conditions",

@@ -68,8 +68,8 @@ class StudySettings:
     n_generated: int = 16
     n_holdout: int = 8
     holdout_enlargement: tuple[float, float] = (3.0, 6.0)
-    generated_c: tuple[float, float] = (0.25, 1.25)
-    guidance_scale: float = 4.0
+    generated_c: tuple[float, float] = (0.0, 1.0)
+    guidance_scale: float = 2.0
     sampling_steps: int = 10
     train_generators: bool = False
     qc_rounds: int = 3
@@ -133,6 +133,14 @@ def check_starter_grid(bundle: Path, shape: tuple[int, ...] | list[int]) -> None
             f"--shape {','.join(str(n) for n in shape)}: {bundle.name}'s starter weights work on "
             f"{','.join(str(n) for n in starter_shape)}; use that grid or --train_generators"
         )
+
+
+def usable_variants(variants: tuple[str, ...], generated: Path) -> tuple[str, ...]:
+    """``variants``, or only ``real`` when QC accepted no generated pair (logged: the report says so)."""
+    if accepted_rows(generated / "manifest.csv"):
+        return variants
+    logger.warning("%s: QC accepted no generated pair; only the real variant is trained", generated)
+    return tuple(v for v in variants if v == "real")
 
 
 def train_nnunet(dataset_id: int, nnunet_root: Path, settings: StudySettings, seed: int) -> None:
@@ -254,11 +262,13 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
         "ventricle_sets",
         params,
         lambda: assemble_variants(
-            501, "DemoVentricles", datalist, generated, holdout, variants,
+            501, "DemoVentricles", datalist, generated, holdout, usable_variants(variants, generated),
             n_synthetic=len(accepted_rows(generated / "manifest.csv")),
             labels="ventricles", nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True,
         ),
     )  # fmt: skip
+    usable = usable_variants(variants, generated)
+    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     train_and_evaluate(runner, "ventricles", datasets, nnunet_root, out, settings, params)
 
 
@@ -310,11 +320,14 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
         "tumour_sets",
         params,
         lambda: assemble_variants(
-            511, "DemoTumours", prepared / "datalist.json", generated, holdout / "datalist.json", variants,
+            511, "DemoTumours", prepared / "datalist.json", generated, holdout / "datalist.json",
+            usable_variants(variants, generated),
             n_synthetic=len(accepted_rows(generated / "manifest.csv")), labels="whole_tumour",
             nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True, real_sections=["training", "validation"],
         ),
     )  # fmt: skip
+    usable = usable_variants(variants, generated)
+    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     train_and_evaluate(runner, "tumours", datasets, nnunet_root, out, settings, params)
 
 

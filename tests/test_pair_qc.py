@@ -135,7 +135,8 @@ def test_rounds_regenerate_rejected_requests_until_enough_pass(tmp_path):
     def generate(folder: Path, count: int, seed: int, requests):
         calls.append((count, seed, requests))
         if len(calls) == 1:  # first round: one good map, one off target, one without a ventricle
-            return _write_ventricle_round(folder, [brain(), brain(), brain(right=2)], [(0.3, 0.3), (0.9, 0.1), (1.1, 1.1)])
+            maps, c = [brain(), brain(), brain(right=2)], [(0.3, 0.3), (0.9, 0.1), (1.1, 1.1)]
+            return _write_ventricle_round(folder, maps, c)
         return _write_ventricle_round(folder, [brain()] * count, [(r, r) for r in requests])
 
     summary = generate_with_qc(tmp_path, generate, "ventricles", QC, n_wanted=3, seed=5, max_rounds=3)
