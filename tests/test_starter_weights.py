@@ -84,16 +84,25 @@ def test_make_starter_weights_refuses_unknown_bundle_and_preset(tmp_path):
 def _figures(real_dice=0.9, rho=0.8, non_empty=1.0):
     return {
         "ventricles": {"segmentation": {"real": {"dice": real_dice}},
-                       "generator": {"accepted": {"icv_ratio_median": 1.0, "rho_c_volume": rho}}},
+                       "generator": {"raw": {"icv_ratio_median": 1.0, "rho_c_volume": rho}}},
         "tumours": {"segmentation": {"real": {"dice": 0.7}},
-                    "generator": {"accepted": {"non_empty_fraction": non_empty, "rho_volume": 0.7}}},
+                    "generator": {"raw": {"non_empty_fraction": non_empty, "rho_volume": 0.7}}},
     }  # fmt: skip
 
 
-def test_demo_figures_are_checked_against_every_threshold():
-    assert check_demo_figures(_figures()) == []
+def test_demo_figures_are_checked_against_every_threshold(tmp_path):
+    assert check_demo_figures(_figures()) == {}
     failures = check_demo_figures(_figures(real_dice=0.5, rho=0.2, non_empty=0.5))
-    assert [f.split(":")[0] for f in failures] == ["ventricles", "ventricles", "tumours"]
-    assert "Dice 0.500 < 0.8" in failures[0]
-    assert check_demo_figures({}) == ["ventricles: no figures (study not run)", "tumours: no figures (study not run)"]
+    assert list(failures) == ["ventricles_real_dice", "ventricles_rho", "tumours_non_empty"]
+    assert "Dice 0.500 < 0.8" in failures["ventricles_real_dice"]
+    assert list(check_demo_figures({}).values()) == [
+        "ventricles: no figures (study not run)", "tumours: no figures (study not run)",
+    ]  # fmt: skip
     assert DEMO_THRESHOLDS["tumours_real_dice"] == 0.6
+    (tmp_path / "figures.json").write_text(json.dumps(_figures(non_empty=0.5)))
+    failed = run_script("check_demo_report.py", str(tmp_path))
+    assert failed.returncode == 1 and "below threshold: tumours: non-empty masks 0.50 < 0.9" in failed.stderr
+    warned = run_script("check_demo_report.py", str(tmp_path), "--warn_only", "tumours_non_empty")
+    assert warned.returncode == 0 and "warning, known shortfall: tumours: non-empty" in warned.stderr
+    typo = run_script("check_demo_report.py", str(tmp_path), "--warn_only", "tumour_rho")
+    assert typo.returncode == 2 and "unknown threshold 'tumour_rho'" in typo.stderr
