@@ -96,6 +96,11 @@ def starter_recipe(bundle: Path) -> dict[str, Any]:
     return read_starter_manifest(bundle / STARTER_FOLDER)
 
 
+def recipe_overrides(bundle: Path) -> dict[str, Any]:
+    """The starter recipe's config values; inference needs them too (network sizes among them)."""
+    return dict(starter_recipe(bundle).get("overrides", {}))
+
+
 def preset_file(bundle: Path) -> str:
     """``configs/presets/<preset>.yaml`` of the bundle's starter recipe."""
     return f"configs/presets/{starter_recipe(bundle)['preset']}.yaml"
@@ -236,14 +241,16 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
         lambda: provide_generator(SPADE_BUNDLE, spade_models, datalist, settings, "SPADE LDM"),
     )  # fmt: skip
 
+    device = settings.device
+
     def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
         conditions = [float(c) for c in requests] if requests else {"uniform": list(settings.generated_c)}
         return generate_pairs(
             folder, count, conditions, settings.guidance_scale,
             mask_steps=settings.sampling_steps, image_steps=settings.sampling_steps, seed=seed,
             preset=starter_recipe(MASK_BUNDLE)["preset"],
-            mask_overrides={"ckpt_dir": str(mask_models), "device": settings.device},
-            spade_overrides={"ckpt_dir": str(spade_models), "device": settings.device},
+            mask_overrides={**recipe_overrides(MASK_BUNDLE), "ckpt_dir": str(mask_models), "device": device},
+            spade_overrides={**recipe_overrides(SPADE_BUNDLE), "ckpt_dir": str(spade_models), "device": device},
         )  # fmt: skip
 
     def generate() -> None:
@@ -303,8 +310,8 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
     def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
         run_bundle(
             SBLDM_BUNDLE, ["configs/inference.yaml", preset_file(SBLDM_BUNDLE)],
-            {"ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"), "output_dir": str(folder),
-             "num_samples": count, "num_inference_steps": settings.sampling_steps, "seed": seed,
+            {**recipe_overrides(SBLDM_BUNDLE), "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
+             "output_dir": str(folder), "num_samples": count, "num_inference_steps": settings.sampling_steps, "seed": seed,
              "device": settings.device},
             "tumour pairs (slice_based_ldm_brats)",
         )  # fmt: skip

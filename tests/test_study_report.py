@@ -1,0 +1,67 @@
+"""The report's opening figures: generator quality from the manifests, and the answer table from the comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import save_nifti
+from shared.io import write_csv
+from shared.segmentation_study import answer_lines, generator_figures, generator_lines
+from shared.study_statistics import compare_variants
+
+AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_generator_figures_separate_the_first_round_from_the_accepted_pairs(tmp_path):
+    brain = np.zeros((8, 8, 8), dtype=np.int16)
+    brain[1:7, 1:7, 1:7] = 2  # 216 voxels of 0.216 mL: ICV 46.656 mL
+    save_nifti(tmp_path / "data" / "brains" / "labels" / "b0.nii.gz", brain, AFFINE)
+    rows = [  # round 0: three on target, one far off (rejected); round 1: its replacement
+        {"round": 0, "requested_c": 0.1, "ventricle_ml": 10, "icv_ml": 46.656, "qc_status": "accepted"},
+        {"round": 0, "requested_c": 0.5, "ventricle_ml": 30, "icv_ml": 46.656, "qc_status": "accepted"},
+        {"round": 0, "requested_c": 0.9, "ventricle_ml": 5, "icv_ml": 93.312, "qc_status": "rejected"},
+        {"round": 0, "requested_c": 0.7, "ventricle_ml": 40, "icv_ml": 46.656, "qc_status": "accepted"},
+        {"round": 1, "requested_c": 0.9, "ventricle_ml": 50, "icv_ml": 46.656, "qc_status": "accepted"},
+    ]
+    generated = tmp_path / "generated" / "ventricles"
+    _write_csv(generated / "manifest.csv", [{"image": "i", "label": "l", **r} for r in rows])
+    (generated / "qc.json").write_text(json.dumps({"candidates": 5, "rounds": 2, "rejected": 1,
+                                                   "reasons": {"ICV outside range": 1}}))  # fmt: skip
+    figures = generator_figures(tmp_path, "ventricles")
+    assert figures["raw"]["n"] == 4 and figures["raw"]["rho_c_volume"] == pytest.approx(-0.2)
+    assert figures["accepted"]["n"] == 4 and figures["accepted"]["rho_c_volume"] == pytest.approx(1.0)
+    assert figures["accepted"]["icv_ratio_median"] == pytest.approx(1.0)
+    lines = generator_lines("ventricles", figures)
+    assert lines[0].startswith("| ventricles | first round, before QC | 4 | rho(c, ventricle volume) -0.20")
+    assert lines[-1] == "| ventricles | QC | 5 candidates in 2 rounds | 1 rejected (ICV outside range: 1) |"
+
+
+def test_answer_table_names_the_best_variant_and_its_paired_difference(tmp_path):
+    per_case = []
+    for i in range(6):
+        per_case.append(
+            {"model": "real", "case": f"c{i}", "dice": 0.80 + 0.01 * i, "iou": 0.7, "abs_volume_error_ml": 5}
+        )
+        per_case.append({"model": "augmented", "case": f"c{i}", "dice": 0.85 + 0.01 * i, "iou": 0.6,
+                         "abs_volume_error_ml": 4})  # fmt: skip
+    comparison = compare_variants(per_case)
+    write_csv(tmp_path / "evaluation" / "tumours" / "comparison.csv", comparison,
+              list(dict.fromkeys(k for r in comparison for k in r)))  # fmt: skip
+    lines = answer_lines(tmp_path, "tumours")
+    dice, iou, mae = lines[2:]
+    assert dice.startswith("| tumours | dice | augmented | 0.875 (") and "+0.050 (+0.050, +0.050), p = 0.0312" in dice
+    assert iou.startswith("| tumours | iou | real | 0.700 (0.700, 0.700) | - |")
+    assert mae.startswith("| tumours | abs_volume_error_ml | augmented | 4.000")
