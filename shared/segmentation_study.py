@@ -311,8 +311,8 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
         run_bundle(
             SBLDM_BUNDLE, ["configs/inference.yaml", preset_file(SBLDM_BUNDLE)],
             {**recipe_overrides(SBLDM_BUNDLE), "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
-             "output_dir": str(folder), "num_samples": count, "num_inference_steps": settings.sampling_steps, "seed": seed,
-             "device": settings.device},
+             "output_dir": str(folder), "num_samples": count, "num_inference_steps": settings.sampling_steps,
+             "seed": seed, "device": settings.device},
             "tumour pairs (slice_based_ldm_brats)",
         )  # fmt: skip
         return folder / "manifest.csv"
