@@ -4,7 +4,8 @@ Round ``k`` asks a generator for the pairs still missing (as ``rounds/round_<k>/
 own ``manifest.csv``), checks each with :mod:`shared.pair_qc`, and stops when ``n_wanted``
 pairs were accepted or after ``max_rounds`` rounds. The folder's ``manifest.csv`` then lists
 *every* candidate, accepted or not, with ``round``, ``qc_status`` and ``qc_reason`` (paths
-relative to the folder; nnU-Net set assembly takes only the accepted rows), and ``qc.json``
+relative to the folder; files of round ``k >= 1`` are renamed ``r<k>_<name>`` so that case
+names stay unique; nnU-Net set assembly takes only the accepted rows), and ``qc.json``
 sums up the rejections. ``mosaic.png`` shows accepted pairs.
 """
 
@@ -61,7 +62,10 @@ def generate_with_qc(
         for row in checked:
             row["round"] = k
             for key in ("image", "label"):
-                row[key] = str((folder / row[key]).relative_to(output_dir))
+                path = folder / row[key]
+                if k > 0:  # unique file names across rounds: nnU-Net case names come from them
+                    path = path.rename(path.with_name(f"r{k}_{path.name}"))
+                row[key] = str(path.relative_to(output_dir))
         rows += checked
         good = [row for row in checked if row["qc_status"] == ACCEPTED]
         accepted += len(good)

@@ -146,10 +146,12 @@ def test_rounds_regenerate_rejected_requests_until_enough_pass(tmp_path):
     assert read_json(tmp_path / "qc.json") == summary
     accepted = accepted_rows(tmp_path / "manifest.csv")
     assert [r["label"] for r in accepted] == [
-        "rounds/round_0/labels/pair_0000.nii.gz", "rounds/round_1/labels/pair_0000.nii.gz",
-        "rounds/round_1/labels/pair_0001.nii.gz",
+        "rounds/round_0/labels/pair_0000.nii.gz", "rounds/round_1/labels/r1_pair_0000.nii.gz",
+        "rounds/round_1/labels/r1_pair_0001.nii.gz",
     ]  # fmt: skip
-    assert len(read_pair_sources(tmp_path, "synthetic")) == 3 and (tmp_path / "mosaic.png").is_file()
+    pairs = read_pair_sources(tmp_path, "synthetic")
+    assert len({p.label.name for p in pairs}) == 3 and all(p.image.is_file() for p in pairs)
+    assert (tmp_path / "mosaic.png").is_file()
 
 
 def test_command_line_checks_a_folder_and_refuses_bad_input(tmp_path):
