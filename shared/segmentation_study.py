@@ -83,7 +83,7 @@ class StudySettings:
     nnunet_lr: float = 3e-3
     nnunet_width: float = 0.25
     tumour_shape: tuple[int, int, int] = (64, 64, 32)
-    volume_threshold_ml: float = 150.0
+    volume_threshold_ml: float = 50.0
     device: str = "cpu"
 
     def params(self) -> dict[str, Any]:
