@@ -162,8 +162,9 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     ]
     from shared.segmentation_study import study_report_lines
 
+    figures = demo_figures(output_dir, studies) if studies else {}
     if studies:
-        lines[2:2] = answer_section(output_dir, studies)
+        lines[2:2] = answer_section(output_dir, figures)
     titles = {
         "ventricles": "Ventricle segmentation: nnU-Net on real, synthetic and augmented sets"
         " (hold-out: enlarged ventricles)",
@@ -181,7 +182,7 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     lines += stage_time_lines(StageRunner(output_dir))
     path = output_dir / "report.md"
     if studies:
-        write_json(output_dir / "figures.json", demo_figures(output_dir, studies))
+        write_json(output_dir / "figures.json", figures)
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
@@ -216,9 +217,14 @@ def demo_figures(output_dir: Path, studies: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def answer_section(output_dir: Path, studies: Sequence[str]) -> list[str]:
-    """``## Answer``: best variant per metric with its CI, next to the generators' own quality."""
-    from shared.segmentation_study import answer_lines, generator_figures, generator_lines
+def answer_section(output_dir: Path, figures: dict[str, Any]) -> list[str]:
+    """``## Answer``: best variant per metric with its CI, next to the generators' own quality.
+
+    ``figures``: :func:`demo_figures` of the run (computed once for this and ``figures.json``).
+    """
+    from shared.segmentation_study import answer_lines, generator_lines
+
+    studies = [study for study in STUDIES if study in figures]
 
     lines = [
         "## Answer: do the synthetic pairs make a better segmenter?",
@@ -239,7 +245,7 @@ def answer_section(output_dir: Path, studies: Sequence[str]) -> list[str]:
         "|---|---|---|---|",
     ]
     for study in studies:
-        lines += generator_lines(study, generator_figures(output_dir, study))
+        lines += generator_lines(study, figures[study]["generator"])
     return [*lines, ""]
 
 
