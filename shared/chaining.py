@@ -48,8 +48,10 @@ def error_summary(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit code {returncode}"
 
 
-def run_command(command: Sequence[str], cwd: Path, what: str) -> None:
+def run_command(command: Sequence[str], cwd: Path, what: str, env: Mapping[str, str] | None = None) -> None:
     """Run a command whose output and progress bars go to this terminal; a failure raises its cause.
+
+    ``env``: variables set for the command on top of this process's environment.
 
     Raises:
         InputError: ``<cwd>: <what> failed: <last error line of its error output>``.
@@ -57,7 +59,10 @@ def run_command(command: Sequence[str], cwd: Path, what: str) -> None:
     logger.info("%s: %s (in %s)", what, " ".join(command[1:]), cwd)
     start = time.perf_counter()
     # stderr is teed: shown live (logs, progress bars) and kept for the one-line error
-    process = subprocess.Popen(list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace")
+    environment = {**os.environ, **env} if env else None
+    process = subprocess.Popen(
+        list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace", env=environment
+    )
     kept: list[str] = []
     assert process.stderr is not None
     try:

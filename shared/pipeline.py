@@ -115,10 +115,13 @@ def _describe(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
     return f"{values.min():.{digits}f} / {np.median(values):.{digits}f} / {values.max():.{digits}f} {unit}".rstrip()
 
 
-def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iterations: int = 0) -> Path:
+def write_demo_report(
+    output_dir: Path, studies: Sequence[str] = (), nnunet_iterations: int = 0, scale: str = "demo", seeds: int = 1
+) -> Path:
     """``report.md`` and ``conditions/summary.png`` from the datasets, tables and studies written before.
 
-    ``nnunet_iterations``: training iterations of each nnU-Net model (for the report's scale note).
+    ``nnunet_iterations``: training iterations of each nnU-Net model; ``scale`` and ``seeds``
+    (nnU-Net models per variant): for the report's scale note.
     """
     ventricles = read_csv(output_dir / "conditions" / "ventricles.csv")
     tumours = read_csv(output_dir / "conditions" / "tumours.csv")
@@ -135,7 +138,7 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     sphericity = np.array([float(r["sphericity"]) for r in tumours])
     spacing = " x ".join(f"{s:.3g}" for s in brains_info["spacing_mm"])
     lines = [
-        "# Demo run",
+        f"# {scale.capitalize()} run",
         "",
         f"Grid {' x '.join(str(n) for n in brains_info['shape'])} voxels at {spacing} mm, seed {brains_info['seed']}.",
         "",
@@ -166,15 +169,24 @@ def write_demo_report(output_dir: Path, studies: Sequence[str] = (), nnunet_iter
     if studies:
         lines[2:2] = answer_section(output_dir, figures)
     titles = {
-        "ventricles": "Ventricle segmentation: nnU-Net on real, synthetic and augmented sets"
-        " (hold-out: enlarged ventricles)",
-        "tumours": "Tumour segmentation: nnU-Net on real and real + slice-based-LDM pairs",
+        "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: enlarged ventricles)",
+        "tumours": "Tumour segmentation: nnU-Net per training set (hold-out: new tumour cases)",
     }
-    if studies:
+    if studies and scale == "demo":
         lines += [
             f"Demo scale: each nnU-Net trains for {nnunet_iterations} iterations on a few dozen cases, and the",
             "hold-outs have a handful of cases, so the differences between variants are small and their intervals",
-            "wide; the study scale (README) runs the papers' experiments in miniature.",
+            "wide; the study scale (`--scale study`, README) runs the papers' experiments in miniature.",
+            "",
+        ]
+    elif studies:
+        lines += [
+            f"Study scale: {seeds} nnU-Net model(s) per training set (seeds {', '.join(str(k) for k in range(seeds))}"
+            f" added to the run's seed), {nnunet_iterations} iterations each; statistics over seeds and cases,",
+            "paired differences on each case's mean over seeds. Training sets: `real`; `synthetic` (generated",
+            "pairs only); `augmented` (real + generated); `real_dr` (real + domain-randomised images of the real",
+            "label maps, SynthSeg-style); `real_classical` (real + classical augmentation); `augmented_classical`",
+            "(real + generated + classical augmentation).",
             "",
         ]
     for study in studies:
@@ -298,6 +310,27 @@ def check_demo_figures(figures: dict[str, Any], thresholds: dict[str, float] = D
 
 STUDIES = ("ventricles", "tumours")
 
+#: The main command's scales (``--scale``): defaults of its flags and of the studies' settings.
+#: ``demo``: minutes on 2 cores, a first look. ``study``: the papers' segmentation experiments
+#: in miniature (about an hour per study on 2 cores): real brains with normal ventricles and a
+#: hold-out of 24 brains with enlarged ones beyond them, twice as many generated pairs as real
+#: cases, the comparators (domain randomisation; classical augmentation x5), 2 nnU-Net seeds.
+SCALES: dict[str, dict[str, Any]] = {
+    "demo": {
+        "n_brains": 20, "n_tumours": 20, "n_generated": 16, "n_holdout": 8, "nnunet_epochs": 16,
+        "nnunet_seeds": 1, "brain_enlargement": (1.0, 5.0), "study": {},
+    },
+    "study": {
+        "n_brains": 20, "n_tumours": 20, "n_generated": 40, "n_holdout": 24, "nnunet_epochs": 16,
+        "nnunet_seeds": 2, "brain_enlargement": (1.0, 2.0),
+        "study": {
+            "holdout_enlargement": (4.0, 7.0), "generated_c": (0.5, 1.25), "guidance_scale": 4.0,
+            "ventricle_variants": ("real", "synthetic", "augmented", "real_dr"),
+            "tumour_variants": ("real", "real_classical", "synthetic", "augmented", "augmented_classical"),
+        },
+    },
+}  # fmt: skip
+
 
 def _studies(branches: str | Sequence[str] | None) -> list[str]:
     """``"ventricles,tumours"`` / a tuple / ``"none"`` -> the list of studies to run."""
@@ -311,27 +344,29 @@ def _studies(branches: str | Sequence[str] | None) -> list[str]:
 
 
 def run_demo_pipeline(
-    output_dir: str | os.PathLike = "outputs/demo",
-    n_brains: int = 20,
-    n_tumours: int = 20,
+    output_dir: str | os.PathLike | None = None,
+    scale: str = "demo",
+    n_brains: int | None = None,
+    n_tumours: int | None = None,
     shape: Sequence[int] = (32, 32, 32),
     spacing: Sequence[float] | float | None = None,
     tumour_shape: Sequence[int] = (64, 64, 64),
     seed: int = 0,
     branches: str | Sequence[str] = STUDIES,
-    n_generated: int = 16,
-    n_holdout: int = 8,
+    n_generated: int | None = None,
+    n_holdout: int | None = None,
     sampling_steps: int = 10,
     train_generators: bool = False,
     qc_rounds: int = 3,
-    nnunet_epochs: int = 16,
+    nnunet_epochs: int | None = None,
     nnunet_iterations: int = 25,
+    nnunet_seeds: int | None = None,
     nnunet_optimizer: str = "adamw",
     nnunet_lr: float = 3e-3,
     device: str = "cpu",
     force: bool = False,
 ) -> Path:
-    """The whole story on the built-in demo data; returns the report's path.
+    """The whole story on the built-in demo data, at ``--scale demo`` or ``study``; returns the report's path.
 
     Stages: ``demo_brains``, ``demo_tumours``, ``conditions``; then per study (``--branches``,
     default both; ``none`` stops after the data): the ventricle study (hold-out brains with
@@ -339,14 +374,22 @@ def run_demo_pipeline(
     weights or trained with ``--train_generators``, pairs generated towards enlarged ventricles
     and checked by QC, real / synthetic / augmented nnU-Net sets, one small nnU-Net each,
     hold-out evaluation) and the tumour study (slice-based LDM, real / augmented sets); ``report``.
+    ``--scale study`` adds the comparators (real + domain randomisation; real + classical
+    augmentation x5, slice-LDM pairs alone, real + slice-LDM pairs + augmentation), 24 hold-out
+    cases per study beyond the real training range and 2 nnU-Net seeds (see :data:`SCALES`);
+    flags given explicitly override the scale's values.
     Finished stages are skipped when run again with the same parameters (see
     :class:`StageRunner`); an interrupted stage is redone (bundle and nnU-Net training resume
     from their last checkpoint).
 
     Args:
-        output_dir: where everything goes (data, models, generated pairs, nnU-Net folders, report).
-        n_brains: demo brains (training data of the ventricle study).
-        n_tumours: demo tumour cases (training data of the tumour study).
+        output_dir: where everything goes (data, models, generated pairs, nnU-Net folders,
+            report); default ``outputs/<scale>``.
+        scale: ``demo`` (~20 min on 2 cores) or ``study`` (the papers' experiments in
+            miniature, about 1 hour per study); sets the defaults of the flags below marked (scale).
+        n_brains: real training brains of the ventricle study (scale: 20; ventricle enlargement
+            1-5 at demo, 1-2, normal ventricles, at study).
+        n_tumours: real tumour cases of the tumour study (scale: 20).
         shape: grid of the demo brains ``X, Y, Z`` (voxels; the starter weights' 32^3 unless
             ``--train_generators``).
         spacing: voxel size (mm) of the brains, one value or three; default: the demo's
@@ -354,15 +397,17 @@ def run_demo_pipeline(
         tumour_shape: grid of the raw demo tumour cases (prepared to the slice-based LDM's 64x64x32).
         seed: seed of the demo data, of every generator and of nnU-Net's training.
         branches: studies to run, comma separated: ``ventricles``, ``tumours``; ``none`` for the data only.
-        n_generated: synthetic pairs per study that pass QC.
-        n_holdout: hold-out cases per study.
+        n_generated: synthetic pairs per study that pass QC (scale: 16; 40 = 2x the real cases).
+        n_holdout: hold-out cases per study (scale: 8; 24).
         sampling_steps: DDIM steps of every generator.
         train_generators: retrain the generators on this run's data with their starter recipes
             (see each bundle's ``starter/manifest.json``; the mask LDM's takes ~1 hour on 2 cores)
             instead of installing the shipped starter weights.
         qc_rounds: generation rounds at most; each regenerates the pairs QC rejected.
-        nnunet_epochs: nnU-Net epochs per model.
+        nnunet_epochs: nnU-Net epochs per model (scale: 16, i.e. 400 iterations: past the
+            plateau of the learning curve in the README).
         nnunet_iterations: nnU-Net training iterations per epoch.
+        nnunet_seeds: nnU-Net models per variant, seeds ``seed``, ``seed + 1`` ... (scale: 1; 2).
         nnunet_optimizer: ``adamw`` (default; learns in a few hundred iterations) or ``sgd``
             (nnU-Net's own, for its full schedule: ``--nnunet_epochs 1000 --nnunet_iterations 250 --nnunet_lr 0.01``).
         nnunet_lr: nnU-Net's initial learning rate.
@@ -379,7 +424,16 @@ def run_demo_pipeline(
         run_ventricle_study,
     )  # fmt: skip
 
-    output_dir = Path(output_dir).resolve()
+    if scale not in SCALES:
+        raise InputError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
+    preset = SCALES[scale]
+    n_brains = preset["n_brains"] if n_brains is None else n_brains
+    n_tumours = preset["n_tumours"] if n_tumours is None else n_tumours
+    n_generated = preset["n_generated"] if n_generated is None else n_generated
+    n_holdout = preset["n_holdout"] if n_holdout is None else n_holdout
+    nnunet_epochs = preset["nnunet_epochs"] if nnunet_epochs is None else nnunet_epochs
+    nnunet_seeds = preset["nnunet_seeds"] if nnunet_seeds is None else nnunet_seeds
+    output_dir = Path(f"outputs/{scale}" if output_dir is None else output_dir).resolve()
     make_grid(shape, spacing)  # validate before anything is written
     make_grid(tumour_shape, None)
     studies = _studies(branches)
@@ -389,7 +443,8 @@ def run_demo_pipeline(
         n_generated=int(n_generated), n_holdout=int(n_holdout), sampling_steps=int(sampling_steps),
         train_generators=train_generators, qc_rounds=int(qc_rounds),
         nnunet_epochs=int(nnunet_epochs), nnunet_iterations=int(nnunet_iterations),
-        nnunet_optimizer=str(nnunet_optimizer), nnunet_lr=float(nnunet_lr), device=str(device),
+        nnunet_optimizer=str(nnunet_optimizer), nnunet_lr=float(nnunet_lr), nnunet_seeds=int(nnunet_seeds),
+        device=str(device), **preset["study"],
     )  # fmt: skip
     TrainingSchedule(  # validates the nnU-Net schedule before anything is written
         settings.nnunet_epochs, settings.nnunet_iterations, 2, settings.nnunet_lr, settings.nnunet_optimizer
@@ -404,8 +459,13 @@ def run_demo_pipeline(
         seed=seed,
     )
     brains, tumours = output_dir / "data" / "brains", output_dir / "data" / "tumours"
+    enlargement = list(preset["brain_enlargement"])
+    if scale != "demo":
+        data["enlargement"] = enlargement  # the demo's stage parameters stay as they were
     runner.run(
-        "demo_brains", {**data, "n": n_brains}, lambda: write_brain_dataset(brains, n_brains, shape, spacing, seed)
+        "demo_brains",
+        {**data, "n": n_brains},
+        lambda: write_brain_dataset(brains, n_brains, shape, spacing, seed, enlargement),
     )
     tumour_data = {"shape": [int(n) for n in tumour_shape], "seed": seed, "n": n_tumours}
     runner.run("demo_tumours", tumour_data, lambda: write_tumour_dataset(tumours, n_tumours, tumour_shape, None, seed))
@@ -421,5 +481,9 @@ def run_demo_pipeline(
         run_tumour_study(runner, output_dir, tumours, upstream, settings)
     report_params = {**upstream, "studies": studies, **settings.params()}
     iterations = settings.nnunet_epochs * settings.nnunet_iterations
-    runner.run("report", report_params, lambda: write_demo_report(output_dir, studies, iterations))
+    runner.run(
+        "report",
+        {**report_params, "scale": scale},
+        lambda: write_demo_report(output_dir, studies, iterations, scale, settings.nnunet_seeds),
+    )
     return output_dir / "report.md"

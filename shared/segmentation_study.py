@@ -28,13 +28,83 @@ import numpy as np
 from shared.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
 from shared.generation_rounds import accepted_rows, generate_with_qc
 from shared.io import InputError, read_csv, read_grid_reference
-from shared.nnunet_dataset import assemble_variants, dataset_id_of, variant_folders
+from shared.nnunet_dataset import dataset_id_of
 from shared.pair_qc import TumourQC, VentricleQC
 from shared.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 
 logger = logging.getLogger(__name__)
 
 SBLDM_BUNDLE = ROOT / "bundles" / "slice_based_ldm_brats"
+
+#: Training set of each variant: how it is assembled (``real``, ``synthetic`` or ``augmented``:
+#: real + extra pairs) and which pair folders add to the real cases, in order. ``generated``: the
+#: LDM pairs QC accepted; ``domain_randomised``: SynthSeg-style images of the real label maps;
+#: ``classical``: classically augmented copies of the real cases (x ``classical_copies``).
+VARIANT_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "real": ("real", ()),
+    "synthetic": ("synthetic", ("generated",)),
+    "augmented": ("augmented", ("generated",)),
+    "real_dr": ("augmented", ("domain_randomised",)),
+    "real_classical": ("augmented", ("classical",)),
+    "augmented_classical": ("augmented", ("classical", "generated")),
+}
+#: The variants each study can train (paper 000: + domain randomisation; paper 003: + classical augmentation).
+STUDY_VARIANTS: dict[str, tuple[str, ...]] = {
+    "ventricle": ("real", "synthetic", "augmented", "real_dr"),
+    "tumour": ("real", "real_classical", "synthetic", "augmented", "augmented_classical"),
+}
+
+
+def variant_dataset_folders(nnunet_raw: Path, base_id: int, name: str, variants: tuple[str, ...]) -> dict[str, Path]:
+    """``{variant: Dataset<id>_<name><Variant>}``; ids follow :data:`VARIANT_SOURCES`' order, so they never move."""
+    from shared.nnunet_dataset import dataset_folder
+
+    order = list(VARIANT_SOURCES)
+    camel = {v: "".join(part.capitalize() for part in v.split("_")) for v in variants}
+    return {v: dataset_folder(nnunet_raw, base_id + order.index(v), f"{name}{camel[v]}") for v in variants}
+
+
+def merged_pair_manifest(folders: list[Path], output: Path) -> Path:
+    """One ``manifest.csv`` (absolute paths) of the accepted pairs of several pair folders, in order."""
+    from shared.io import write_csv
+    from shared.nnunet_dataset import read_pair_sources
+
+    rows = [
+        {"image": str(pair.image.resolve()), "label": str(pair.label.resolve()), "source": str(folder)}
+        for folder in folders
+        for pair in read_pair_sources(folder, "synthetic")
+    ]
+    return write_csv(output / "manifest.csv", rows, ["image", "label", "source"])
+
+
+def assemble_study_sets(
+    datasets: dict[str, Path],
+    real: Path,
+    test: Path,
+    pair_folders: dict[str, Path],
+    merged_root: Path,
+    **kwargs: Any,
+) -> dict[str, Path]:
+    """Every variant's nnU-Net set (``datasets``: variant -> folder); extra pairs from ``pair_folders``.
+
+    A variant with several pair folders gets a merged manifest under ``merged_root/<variant>``.
+    ``kwargs`` go to :func:`shared.nnunet_dataset.assemble_dataset` (labels, real_sections ...).
+    """
+    from shared.nnunet_dataset import assemble_dataset, read_pair_sources
+
+    written = {}
+    for variant, folder in datasets.items():
+        kind, sources = VARIANT_SOURCES[variant]
+        extra = None
+        if sources:
+            folders = [pair_folders[s] for s in sources]
+            extra = folders[0] if len(folders) == 1 else merged_pair_manifest(folders, merged_root / variant).parent
+        n_extra = len(read_pair_sources(extra, "synthetic")) if extra is not None else None
+        written[variant] = assemble_dataset(
+            kind, dataset_id_of(folder), folder.name.split("_", 1)[1], real, extra, test,
+            n_synthetic=n_extra, nnunet_raw=folder.parent, overwrite=True, **kwargs,
+        )  # fmt: skip
+    return written
 
 
 @dataclass(frozen=True)
@@ -62,6 +132,11 @@ class StudySettings:
         nnunet_width: factor on nnU-Net's planned features per stage.
         tumour_shape: working grid of the slice-based LDM (``X, Y, Z``).
         volume_threshold_ml: split of the ventricle evaluation by ground-truth volume.
+        nnunet_seeds: nnU-Net models per variant, seeds ``seed``, ``seed + 1``, ...
+        ventricle_variants: training sets of the ventricle study (:data:`VARIANT_SOURCES`).
+        tumour_variants: training sets of the tumour study (:data:`VARIANT_SOURCES`).
+        domain_randomisation_copies: randomised images per real brain (variant ``real_dr``).
+        classical_copies: classically augmented copies per real tumour case (``*_classical``).
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
     """
 
@@ -84,7 +159,24 @@ class StudySettings:
     nnunet_width: float = 0.25
     tumour_shape: tuple[int, int, int] = (64, 64, 32)
     volume_threshold_ml: float = 50.0
+    nnunet_seeds: int = 1
+    ventricle_variants: tuple[str, ...] = ("real", "synthetic", "augmented")
+    tumour_variants: tuple[str, ...] = ("real", "augmented")
+    domain_randomisation_copies: int = 2
+    classical_copies: int = 5
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.nnunet_seeds, bool) or not isinstance(self.nnunet_seeds, int) or self.nnunet_seeds < 1:
+            raise InputError(f"--nnunet_seeds: an integer >= 1, got {self.nnunet_seeds!r}")
+        for study, variants in (("ventricle", self.ventricle_variants), ("tumour", self.tumour_variants)):
+            allowed = STUDY_VARIANTS[study]
+            unknown = [v for v in variants if v not in allowed]
+            if unknown or "real" not in variants:
+                raise InputError(f"{study} variants {list(variants)}: need 'real' and some of {', '.join(allowed)}")
+        for name in ("domain_randomisation_copies", "classical_copies"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name}: an integer >= 1, got {getattr(self, name)!r}")
 
     def params(self) -> dict[str, Any]:
         """JSON-friendly settings (stage parameters)."""
@@ -141,48 +233,88 @@ def check_starter_grid(bundle: Path, shape: tuple[int, ...] | list[int]) -> None
 
 
 def usable_variants(variants: tuple[str, ...], generated: Path) -> tuple[str, ...]:
-    """``variants``, or only ``real`` when QC accepted no generated pair (logged: the report says so)."""
+    """``variants``, less those needing LDM pairs when QC accepted none (logged: the report says so)."""
     if accepted_rows(generated / "manifest.csv"):
         return variants
-    logger.warning("%s: QC accepted no generated pair; only the real variant is trained", generated)
-    return tuple(v for v in variants if v == "real")
+    logger.warning("%s: QC accepted no generated pair; the variants that need them are not trained", generated)
+    return tuple(v for v in variants if "generated" not in VARIANT_SOURCES[v][1])
 
 
-def train_nnunet(dataset_id: int, nnunet_root: Path, settings: StudySettings, seed: int) -> None:
-    """``scripts/train_segmentation.py`` for one dataset in its own process (seeded: repeatable on CPU)."""
+def results_folder(nnunet_root: Path, replicate: int) -> Path:
+    """nnU-Net's results folder of the ``replicate``-th seed (the first: nnU-Net's own ``nnUNet_results``)."""
+    return nnunet_root / ("nnUNet_results" if replicate == 0 else f"nnUNet_results_seed{replicate}")
+
+
+def train_nnunet(dataset_id: int, nnunet_root: Path, settings: StudySettings, seed: int, replicate: int = 0) -> None:
+    """``scripts/train_segmentation.py`` for one dataset in its own process (seeded: repeatable on CPU).
+
+    Every replicate shares raw and preprocessed data; its model goes to :func:`results_folder`.
+    """
+    env = {
+        "nnUNet_raw": str(nnunet_root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(nnunet_root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(results_folder(nnunet_root, replicate)),
+    }
     command = [
-        sys.executable, str(ROOT / "scripts" / "train_segmentation.py"),
-        "--dataset_id", str(dataset_id), "--nnunet_root", str(nnunet_root),
+        sys.executable, str(ROOT / "scripts" / "train_segmentation.py"), "--dataset_id", str(dataset_id),
         "--epochs", str(settings.nnunet_epochs), "--iterations_per_epoch", str(settings.nnunet_iterations),
         "--val_iterations_per_epoch", "2", "--width_factor", str(settings.nnunet_width),
         "--optimizer", settings.nnunet_optimizer, "--initial_lr", str(settings.nnunet_lr), "--seed", str(seed),
         "--device", settings.device, "--augmentation_processes", "0",
     ]  # fmt: skip
-    run_command(command, ROOT, f"nnU-Net dataset {dataset_id}")
+    run_command(command, ROOT, f"nnU-Net dataset {dataset_id} (seed {seed})", env=env)
 
 
-def prediction_folder(nnunet_root: Path, dataset: Path) -> Path:
+def prediction_folder(nnunet_root: Path, dataset: Path, replicate: int = 0) -> Path:
     """Where ``train_segmentation`` writes a dataset's hold-out predictions."""
-    return nnunet_root / "nnUNet_results" / dataset.name / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "predictions_Ts"
+    model = results_folder(nnunet_root, replicate) / dataset.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    return model / "predictions_Ts"
 
 
 def evaluate_study(
-    datasets: dict[str, Path], nnunet_root: Path, output_dir: Path, volume_threshold_ml: float
+    datasets: dict[str, Path], nnunet_root: Path, output_dir: Path, volume_threshold_ml: float, replicates: int = 1
 ) -> list[dict[str, Any]]:
-    """Hold-out evaluation of each variant's model (the hold-out is the same in every dataset)."""
-    from shared.io import write_csv
-    from shared.segmentation_metrics import evaluate_models, label_volumes_ml
-    from shared.study_statistics import compare_variants
+    """Hold-out evaluation of each variant's models (the hold-out is the same in every dataset).
 
-    first = next(iter(datasets.values()))
-    summary = evaluate_models(
-        {variant: prediction_folder(nnunet_root, folder) for variant, folder in datasets.items()},
-        first / "labelsTs",
-        output_dir,
-        volume_threshold_ml,
-        training_volumes={variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()},
-    )
-    comparison = compare_variants(read_csv(output_dir / "per_case.csv"))
+    Each seed's models are evaluated on their own (the first seed in ``output_dir``, the others
+    in ``output_dir/seed_<k>``); with several seeds ``per_case.csv`` (with a ``seed`` column),
+    ``summary.csv`` / ``summary.md`` (mean +- SD over seeds and cases) and ``errors.png`` are
+    then written for all of them together. ``comparison.csv``: the variants against real on the
+    per-case means over seeds (bootstrap CIs, paired differences, Wilcoxon p);
+    ``bland_altman.png``: predicted against true volume.
+    """
+    from shared.io import atomic_path, write_csv
+    from shared.segmentation_metrics import (
+        CASE_COLUMNS,
+        evaluate_models,
+        label_volumes_ml,
+        summarise,
+        summary_markdown,
+    )  # fmt: skip
+    from shared.study_statistics import compare_variants, mean_over_seeds
+    from shared.viz import save_bland_altman_plot, save_error_plot
+
+    truth = next(iter(datasets.values())) / "labelsTs"
+    training_volumes = {variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()}
+    rows: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for replicate in range(replicates):
+        folder = output_dir if replicate == 0 else output_dir / f"seed_{replicate}"
+        summary = evaluate_models(
+            {variant: prediction_folder(nnunet_root, dataset, replicate) for variant, dataset in datasets.items()},
+            truth, folder, volume_threshold_ml, training_volumes=training_volumes,
+        )  # fmt: skip
+        rows += [{**row, "seed": replicate} for row in read_csv(folder / "per_case.csv")]
+    models = list(datasets)
+    if replicates > 1:
+        summary = summarise(rows, volume_threshold_ml)
+        write_csv(output_dir / "per_case.csv", rows, ("model", "seed", *CASE_COLUMNS))
+        write_csv(output_dir / "summary.csv", summary, list(summary[0]))
+        with atomic_path(output_dir / "summary.md") as tmp:
+            tmp.write_text(summary_markdown(summary, f"{truth} ({replicates} seeds)", volume_threshold_ml, True))
+        save_error_plot(output_dir / "errors.png", rows, models, volume_threshold_ml)
+    save_bland_altman_plot(output_dir / "bland_altman.png", rows, models)
+    comparison = compare_variants(mean_over_seeds(rows))
     write_csv(output_dir / "comparison.csv", comparison, list(dict.fromkeys(k for row in comparison for k in row)))
     return summary
 
@@ -196,17 +328,26 @@ def train_and_evaluate(
     settings: StudySettings,
     params: dict[str, Any],
 ) -> None:
-    """Stages ``nnunet_<study>_<variant>`` (one model per dataset) and ``evaluate_<study>``."""
+    """Stages ``nnunet_<study>_<variant>[_seed<k>]`` (one model per dataset and seed) and ``evaluate_<study>``.
+
+    Seed ``k`` (0, 1, ...) of a variant trains with ``seed + k``; all of a seed's variants come
+    first, so an interrupted study has whole replicates to show.
+    """
     seed = int(params["seed"])
-    for variant, folder in datasets.items():
-        dataset_id = dataset_id_of(folder)
-        runner.run(
-            f"nnunet_{study}_{variant}", params, lambda d=dataset_id: train_nnunet(d, nnunet_root, settings, seed)
-        )
+    for replicate in range(settings.nnunet_seeds):
+        suffix = f"_seed{replicate}" if replicate else ""
+        for variant, folder in datasets.items():
+            dataset_id = dataset_id_of(folder)
+            runner.run(
+                f"nnunet_{study}_{variant}{suffix}", params,
+                lambda d=dataset_id, k=replicate: train_nnunet(d, nnunet_root, settings, seed + k, k),
+            )  # fmt: skip
     runner.run(
         f"evaluate_{study}",
         params,
-        lambda: evaluate_study(datasets, nnunet_root, out / "evaluation" / study, settings.volume_threshold_ml),
+        lambda: evaluate_study(
+            datasets, nnunet_root, out / "evaluation" / study, settings.volume_threshold_ml, settings.nnunet_seeds
+        ),
     )
 
 
@@ -219,8 +360,8 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
     holdout = out / "data" / "holdout_brains"
     generated = out / "generated" / "ventricles"
     nnunet_root = out / "nnunet"
-    variants = ("real", "synthetic", "augmented")
-    datasets = variant_folders(nnunet_root / "nnUNet_raw", 501, "DemoVentricles", variants)
+    variants = settings.ventricle_variants
+    datasets = variant_dataset_folders(nnunet_root / "nnUNet_raw", 501, "DemoVentricles", variants)
     runner.run(
         "holdout_brains",
         params,
@@ -265,17 +406,23 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
                          settings.qc_rounds)  # fmt: skip
 
     runner.run("generate_ventricle_pairs", params, generate)
+    pair_folders = {"generated": generated, "domain_randomised": out / "generated" / "domain_randomised"}
+    if "real_dr" in variants:
+        from shared.domain_randomisation import write_randomised_pairs
+
+        runner.run(
+            "domain_randomised_brains", params,
+            lambda: write_randomised_pairs(datalist, pair_folders["domain_randomised"],
+                                           settings.domain_randomisation_copies, data["seed"]),
+        )  # fmt: skip
+    usable = usable_variants(variants, generated)
+    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     runner.run(
         "ventricle_sets",
         params,
-        lambda: assemble_variants(
-            501, "DemoVentricles", datalist, generated, holdout, usable_variants(variants, generated),
-            n_synthetic=len(accepted_rows(generated / "manifest.csv")),
-            labels="ventricles", nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True,
-        ),
+        lambda: assemble_study_sets(datasets, datalist, holdout, pair_folders, out / "generated" / "merged",
+                                    labels="ventricles"),
     )  # fmt: skip
-    usable = usable_variants(variants, generated)
-    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     train_and_evaluate(runner, "ventricles", datasets, nnunet_root, out, settings, params)
 
 
@@ -290,8 +437,8 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
     models = out / "models" / "slice_based_ldm_brats"
     generated = out / "generated" / "tumours"
     nnunet_root = out / "nnunet"
-    variants = ("real", "augmented")
-    datasets = variant_folders(nnunet_root / "nnUNet_raw", 511, "DemoTumours", variants)
+    variants = settings.tumour_variants
+    datasets = variant_dataset_folders(nnunet_root / "nnUNet_raw", 511, "DemoTumours", variants)
     shape = settings.tumour_shape
     runner.run("prepare_tumours", params, lambda: prepare_tumour_dataset(tumours / "datalist.json", prepared, shape))
 
@@ -323,18 +470,24 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
         lambda: generate_with_qc(generated, generate_round, "tumours", qc, settings.n_generated, data["seed"],
                                  settings.qc_rounds),
     )  # fmt: skip
+    pair_folders = {"generated": generated, "classical": out / "generated" / "classical"}
+    real_sections = ["training", "validation"]
+    if any("classical" in VARIANT_SOURCES[v][1] for v in variants):
+        from shared.classical_augmentation import write_augmented_pairs
+
+        runner.run(
+            "classical_augmentation", params,
+            lambda: write_augmented_pairs(prepared / "datalist.json", pair_folders["classical"],
+                                          settings.classical_copies, data["seed"], real_sections),
+        )  # fmt: skip
+    usable = usable_variants(variants, generated)
+    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     runner.run(
         "tumour_sets",
         params,
-        lambda: assemble_variants(
-            511, "DemoTumours", prepared / "datalist.json", generated, holdout / "datalist.json",
-            usable_variants(variants, generated),
-            n_synthetic=len(accepted_rows(generated / "manifest.csv")), labels="whole_tumour",
-            nnunet_raw=nnunet_root / "nnUNet_raw", overwrite=True, real_sections=["training", "validation"],
-        ),
+        lambda: assemble_study_sets(datasets, prepared / "datalist.json", holdout / "datalist.json", pair_folders,
+                                    out / "generated" / "merged", labels="whole_tumour", real_sections=real_sections),
     )  # fmt: skip
-    usable = usable_variants(variants, generated)
-    datasets = {v: folder for v, folder in datasets.items() if v in usable}
     train_and_evaluate(runner, "tumours", datasets, nnunet_root, out, settings, params)
 
 
@@ -458,6 +611,8 @@ def study_report_lines(out: Path, study: str, title: str) -> list[str]:
         f"Wilcoxon p-values: `evaluation/{study}/comparison.csv`.",
         "",
         f"![errors](evaluation/{study}/errors.png)",
+        "",
+        f"![Bland-Altman](evaluation/{study}/bland_altman.png)",
         "",
         f"![training volumes](evaluation/{study}/training_volumes.png)",
         "",

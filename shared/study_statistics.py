@@ -112,3 +112,18 @@ def best_by_metric(comparison: Sequence[Mapping[str, Any]]) -> list[dict[str, An
         if rows:
             best.append(max(rows, key=lambda r: r["mean"] if larger_is_better else -r["mean"]))
     return best
+
+
+def mean_over_seeds(per_case: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several seeds (same ``model`` and ``case``) averaged into one row per model and case.
+
+    Only ``model``, ``case`` and the :data:`COMPARED_METRICS` are kept; the paired comparison of
+    :func:`compare_variants` then pairs cases, not (case, seed) draws.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in per_case:
+        groups.setdefault((str(row["model"]), str(row["case"])), []).append(row)
+    return [
+        {"model": model, "case": case, **{m: float(np.mean([float(r[m]) for r in rows])) for m in COMPARED_METRICS}}
+        for (model, case), rows in groups.items()
+    ]

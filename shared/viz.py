@@ -218,3 +218,29 @@ def save_training_volume_plot(
     ax.set(title="Training-set volumes per variant", ylabel="volume (mL)")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def save_bland_altman_plot(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -> None:
+    """PNG: Bland-Altman of predicted against true volume, one panel per model.
+
+    ``rows``: per-case rows with ``model``, ``pred_ml`` and ``truth_ml`` (several seeds of a
+    model are all drawn). x: mean of predicted and true volume; y: predicted - true; lines:
+    the mean difference (bias) and the 95% limits of agreement (bias +- 1.96 SD).
+    """
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.8), sharey=True, squeeze=False)
+    for index, (ax, model) in enumerate(zip(axes[0], models)):
+        model_rows = [r for r in rows if r["model"] == model]
+        pred = np.array([float(r["pred_ml"]) for r in model_rows])
+        truth = np.array([float(r["truth_ml"]) for r in model_rows])
+        difference, mean = pred - truth, (pred + truth) / 2
+        bias = float(difference.mean()) if difference.size else 0.0
+        spread = 1.96 * float(difference.std(ddof=1)) if difference.size > 1 else 0.0
+        ax.scatter(mean, difference, s=12, color=plt.get_cmap("tab10")(index % 10), alpha=0.8)
+        ax.axhline(bias, color="black", linewidth=1, label=f"bias {bias:+.1f} mL")
+        for limit in (bias - spread, bias + spread):
+            ax.axhline(limit, color="grey", linestyle="--", linewidth=1)
+        ax.set(title=f"{model} (n={difference.size})", xlabel="(predicted + true) / 2 (mL)")
+        ax.legend(fontsize=7, loc="best", title=f"limits ±{spread:.1f} mL", title_fontsize=7)
+    axes[0][0].set_ylabel("predicted - true (mL)")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
