@@ -52,8 +52,9 @@ def trained(tmp_path_factory, prepared) -> Path:
                "--val_interval", "1", "--tracking", "mlflow")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     done = run(
-        folder, DIFFUSION, "--datalist", str(prepared), *TINY, "--diffusion_epochs", "2", "--tumour_loss_weight", "5"
-    )
+        folder, DIFFUSION, "--datalist", str(prepared), *TINY, "--diffusion_epochs", "2", "--tumour_loss_weight", "5",
+        "--condition_dropout", "0.2",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return folder
 
@@ -120,9 +121,9 @@ def test_inference_writes_pairs_with_requested_and_achieved_features(trained, tm
     assert result["samples"] == 2.0 and result["psnr_min"] >= 35.0 and result["dice_min"] >= 0.9, result
 
 
-def test_ddpm_sampling_with_random_consistent_conditions(trained, tmp_path):
+def test_guided_ddpm_sampling_with_random_consistent_conditions(trained, tmp_path):
     done = run(trained, INFERENCE, *TINY, "--num_samples", "3", "--sampler", "ddpm", "--num_inference_steps", "4",
-               "--output_dir", str(tmp_path / "pairs"))  # fmt: skip
+               "--guidance_scale", "3.0", "--output_dir", str(tmp_path / "pairs"))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_csv(tmp_path / "pairs" / "manifest.csv")
     assert len(rows) == 3 and {r["sampler"] for r in rows} == {"ddpm"}

@@ -103,3 +103,20 @@ def test_paper_size_parameter_count_is_within_5_percent_of_159m():
     paper = count(SliceVAE(position_embedding=True)) + count(TumourConditionedUNet(fusion="scale_shift"))
     assert abs(authors / 159e6 - 1) < 0.05
     assert abs(paper / 159e6 - 1) < 0.05
+
+
+@pytest.mark.parametrize("fusion", ["scale_shift", "time_embedding"])
+def test_null_condition_is_one_unconditional_prediction_whatever_the_batch(fusion):
+    from shared.networks.tumour_unet import null_tumour_condition
+
+    unet = tiny_unet(fusion)
+    x, t = torch.randn(1, 3, 8, 8, 8).repeat(2, 1, 1, 1, 1), torch.tensor([10, 10])
+    c = torch.rand(2, 9)
+    with torch.no_grad():
+        mixed = unet(x, t, context=torch.cat([null_tumour_condition(1), c[:1]]))
+        nulls = unet(x, t, context=null_tumour_condition(2))
+        conditional = unet(x[:1], t[:1], context=c[:1])
+    assert torch.isfinite(mixed).all() and torch.allclose(nulls[0], nulls[1], atol=1e-6)
+    assert torch.allclose(mixed[0], nulls[0], atol=1e-5)  # a null row in a batch is the null prediction
+    assert torch.allclose(mixed[1], conditional[0], atol=1e-5)  # and does not change its neighbours
+    assert not torch.allclose(nulls[0], conditional[0], atol=1e-4)

@@ -142,3 +142,18 @@ def test_mask_dice_term_penalises_a_mask_reconstructed_as_background():
     assert plain < 0.05 and with_dice > 0.95  # L1 barely notices, Dice does
     perfect = (target, zeros, torch.ones_like(zeros))
     assert float(SliceVAELoss(kl_weight=0.0, mask_dice_weight=1.0)(perfect, target)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_condition_dropout_replaces_whole_vectors_by_the_null_condition():
+    torch.manual_seed(0)
+    prepare = VectorConditionLatentPrepareBatch(None, LatentScaler((1.0,), (0.0,)), 10, condition_dropout=0.5)
+    batch = {"image": torch.randn(400, 1, 2, 2, 2), "condition": torch.rand(400, 9)}
+    condition = prepare(batch)[3]["condition"]
+    dropped = torch.isnan(condition).all(dim=1)
+    assert torch.isnan(condition).any(dim=1).eq(dropped).all()  # a vector is dropped whole or kept whole
+    assert 0.4 < float(dropped.float().mean()) < 0.6
+    assert torch.equal(condition[~dropped], batch["condition"][~dropped])
+    never = VectorConditionLatentPrepareBatch(None, LatentScaler((1.0,), (0.0,)), 10)
+    assert not torch.isnan(never(batch)[3]["condition"]).any()
+    with pytest.raises(ValueError, match="condition_dropout"):
+        VectorConditionLatentPrepareBatch(None, LatentScaler((1.0,), (0.0,)), 10, condition_dropout=1.0)

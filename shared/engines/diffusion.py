@@ -181,6 +181,11 @@ class VectorConditionLatentPrepareBatch(LatentPrepareBatch):
         condition_name: batch key of the vectors ``(B, K)``.
         region_weight: extra loss weight of the region's latent voxels (0: plain noise target).
         region_key: batch key of the region maps ``(B, 1, *spatial)``.
+        condition_dropout: probability that a sample's vector is replaced by the null condition
+            (NaN, see :func:`shared.networks.tumour_unet.null_tumour_condition`), so that the
+            model also learns the unconditional prediction classifier-free guidance needs
+            (0: the paper, no guidance). Drawn from torch's global generator (seeded by
+            ``set_determinism``).
     """
 
     def __init__(
@@ -191,17 +196,25 @@ class VectorConditionLatentPrepareBatch(LatentPrepareBatch):
         condition_name: str = "condition",
         region_weight: float = 0.0,
         region_key: str = "region",
+        condition_dropout: float = 0.0,
     ) -> None:
         super().__init__(autoencoder, scaler, num_train_timesteps, condition_name=condition_name)
         if region_weight < 0:
             raise ValueError(f"region_weight must be >= 0, got {region_weight}")
+        if not 0.0 <= float(condition_dropout) < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {condition_dropout}")
         self.region_weight = float(region_weight)
         self.region_key = region_key
+        self.condition_dropout = float(condition_dropout)
 
     def model_inputs(self, batchdata: Mapping[str, Any], latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``condition``: the batch's vectors ``(B, K)`` as float on the latents' device."""
+        """``condition``: the batch's vectors ``(B, K)`` as float on the latents' device (some dropped to NaN)."""
         vectors = torch.as_tensor(batchdata[self.condition_name]).to(latents.device, torch.float32)
-        return {"condition": vectors.reshape(latents.shape[0], -1)}
+        vectors = vectors.reshape(latents.shape[0], -1)
+        if self.condition_dropout > 0:
+            dropped = torch.rand(vectors.shape[0]) < self.condition_dropout
+            vectors = torch.where(dropped.to(vectors.device)[:, None], torch.full_like(vectors, float("nan")), vectors)
+        return {"condition": vectors}
 
     def __call__(  # type: ignore[override]
         self,

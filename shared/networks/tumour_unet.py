@@ -87,7 +87,11 @@ class TumourConditionedUNet(DiffusionModelUNet):
                     block.norm2 = ScaleShiftNorm(block.norm2, block.out_channels, embed_dim, self._slot)
 
     def condition_vectors(self, context: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """``context`` ``(B, 9)`` or ``(B, 1, 9)`` -> ``(B, 9)``; refuses a missing or wrong-length vector."""
+        """``context`` ``(B, 9)`` or ``(B, 1, 9)`` -> ``(B, 9)``; refuses a missing or wrong-length vector.
+
+        A row of NaN (:func:`null_tumour_condition`) means "no condition": its embedding is zero,
+        the unconditional branch of classifier-free guidance (trained with ``condition_dropout``).
+        """
         if context is None:
             raise ValueError(f"this UNet is conditioned: pass context=(B, {self.condition_dim}) tumour vectors")
         if context.shape[-1] != self.condition_dim or context.numel() != batch * self.condition_dim:
@@ -102,5 +106,12 @@ class TumourConditionedUNet(DiffusionModelUNet):
     ) -> torch.Tensor:
         """Noise prediction for latents ``x`` ``(B, C, h, w, D)`` at ``timesteps`` ``(B,)`` given ``context`` ``c``."""
         vectors = self.condition_vectors(context, x.shape[0]).to(x.dtype)
-        with self._slot.holding(self.condition_mlp(vectors)):
+        unconditional = torch.isnan(vectors).all(dim=1, keepdim=True)
+        embedding = self.condition_mlp(torch.where(unconditional, torch.zeros_like(vectors), vectors))
+        with self._slot.holding(torch.where(unconditional, torch.zeros_like(embedding), embedding)):
             return super().forward(x, timesteps, **kwargs)
+
+
+def null_tumour_condition(batch: int, condition_dim: int = 9, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, condition_dim)`` of NaN: the "no condition" input of :class:`TumourConditionedUNet`."""
+    return torch.full((batch, condition_dim), float("nan"), device=device)

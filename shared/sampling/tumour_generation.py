@@ -20,6 +20,7 @@ from shared.conditions import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser, tum
 from shared.fast_path import FastPath
 from shared.io import InputError, read_csv, read_grid_reference, save_volume, write_csv
 from shared.latents import LatentScaler, latent_shape
+from shared.networks.tumour_unet import null_tumour_condition
 from shared.sampling.guidance import check_steps, sample_with_guidance
 from shared.sampling.mask_generation import mosaic_indices
 from shared.viz import MosaicCase, save_label_mosaic
@@ -75,8 +76,13 @@ def generate_tumour_pairs(
     batch_size: int = 1,
     progress: bool = True,
     fast_path: FastPath | None = None,
+    guidance_scale: float = 1.0,
 ) -> Path:
     """Sample one pair per tumour vector ``(N, 9)``; write ``images/``, ``labels/``, ``manifest.csv``, ``mosaic.png``.
+
+    ``guidance_scale``: classifier-free guidance ``G`` against the null condition (1: plain
+    conditional sampling, one pass per step; a model trained with ``condition_dropout`` is needed
+    for ``G != 1``).
 
     Each sample's initial noise (and DDPM/DDIM step noise) comes from ``seed + index``, so a
     sample does not depend on the batch size. ``seconds`` in the manifest is the wall time per
@@ -85,6 +91,8 @@ def generate_tumour_pairs(
     last size >= the depth), since each slice is decoded with its position. Returns the manifest's path.
     """
     check_steps(num_inference_steps)
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+        raise InputError(f"guidance_scale: expected a number >= 0, got {guidance_scale!r}")
     if not 0.0 <= float(eta) <= 1.0:
         raise InputError(f"eta: expected a value in [0, 1], got {eta}")
     output_dir = Path(output_dir)
@@ -114,9 +122,11 @@ def generate_tumour_pairs(
         if sampler == "ddim":
             step_kwargs["eta"] = float(eta)
         with fast.inference(device):
+            guided = float(guidance_scale) != 1.0
+            null = null_tumour_condition(len(indices), context.shape[1], device) if guided else None
             latents = sample_with_guidance(
-                diffusion, scheduler, fast.layout(noise.to(device)), context, None, 1.0, num_inference_steps,
-                progress, step_kwargs,
+                diffusion, scheduler, fast.layout(noise.to(device)), context, null, float(guidance_scale),
+                num_inference_steps, progress, step_kwargs,
             )  # fmt: skip
             decoded = fast.decode(autoencoder.decode_stage_2_outputs, scaler.inverse(latents))
         seconds = (time.perf_counter() - began) / len(indices)
