@@ -325,6 +325,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "nnunet_seeds": 2, "brain_enlargement": (1.0, 2.0),
         "study": {
             "holdout_enlargement": (4.0, 7.0), "generated_c": (0.5, 1.25), "guidance_scale": 4.0,
+            "volume_threshold_ml": 75.0,
             "ventricle_variants": ("real", "synthetic", "augmented", "real_dr"),
             "tumour_variants": ("real", "real_classical", "synthetic", "augmented", "augmented_classical"),
         },
