@@ -159,3 +159,9 @@ def test_pipeline_rejects_a_bad_grid_before_writing_anything(tmp_path):
     done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--shape", "abc")
     assert done.returncode == 2 and "error: grid shape" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_pipeline_rejects_an_unknown_scale_before_writing_anything(tmp_path):
+    done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--scale", "huge")
+    assert done.returncode == 2 and "error: --scale 'huge': expected one of demo, study" in done.stderr
+    assert not (tmp_path / "run").exists()
