@@ -27,8 +27,8 @@ import numpy as np
 
 from shared.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
 from shared.generation_rounds import accepted_rows, generate_with_qc
-from shared.io import InputError, read_csv, read_grid_reference
-from shared.nnunet_dataset import dataset_id_of
+from shared.io import InputError, read_csv, read_grid_reference, write_csv
+from shared.nnunet_dataset import assemble_dataset, dataset_folder, dataset_id_of, read_pair_sources
 from shared.pair_qc import TumourQC, VentricleQC
 from shared.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 
@@ -57,8 +57,6 @@ STUDY_VARIANTS: dict[str, tuple[str, ...]] = {
 
 def variant_dataset_folders(nnunet_raw: Path, base_id: int, name: str, variants: tuple[str, ...]) -> dict[str, Path]:
     """``{variant: Dataset<id>_<name><Variant>}``; ids follow :data:`VARIANT_SOURCES`' order, so they never move."""
-    from shared.nnunet_dataset import dataset_folder
-
     order = list(VARIANT_SOURCES)
     camel = {v: "".join(part.capitalize() for part in v.split("_")) for v in variants}
     return {v: dataset_folder(nnunet_raw, base_id + order.index(v), f"{name}{camel[v]}") for v in variants}
@@ -66,9 +64,6 @@ def variant_dataset_folders(nnunet_raw: Path, base_id: int, name: str, variants:
 
 def merged_pair_manifest(folders: list[Path], output: Path) -> Path:
     """One ``manifest.csv`` (absolute paths) of the accepted pairs of several pair folders, in order."""
-    from shared.io import write_csv
-    from shared.nnunet_dataset import read_pair_sources
-
     rows = [
         {"image": str(pair.image.resolve()), "label": str(pair.label.resolve()), "source": str(folder)}
         for folder in folders
@@ -90,8 +85,6 @@ def assemble_study_sets(
     A variant with several pair folders gets a merged manifest under ``merged_root/<variant>``.
     ``kwargs`` go to :func:`shared.nnunet_dataset.assemble_dataset` (labels, real_sections ...).
     """
-    from shared.nnunet_dataset import assemble_dataset, read_pair_sources
-
     written = {}
     for variant, folder in datasets.items():
         kind, sources = VARIANT_SOURCES[variant]
@@ -283,7 +276,7 @@ def evaluate_study(
     per-case means over seeds (bootstrap CIs, paired differences, Wilcoxon p);
     ``bland_altman.png``: predicted against true volume.
     """
-    from shared.io import atomic_path, write_csv
+    from shared.io import atomic_path
     from shared.segmentation_metrics import (
         CASE_COLUMNS,
         evaluate_models,
