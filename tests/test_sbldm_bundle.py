@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from conftest import bundle_run as run
@@ -106,7 +107,8 @@ def test_inference_writes_pairs_with_requested_and_achieved_features(trained, tm
         assert values.shape == mask.shape == (32, 32, 16)
         assert values.min() >= -1.0 and values.max() <= 1.0 and set(np.unique(mask)) <= {0, 1}
         np.testing.assert_allclose(image.affine, label.affine)
-        assert int(row["tumour_voxels"]) == int(mask.sum())
+        assert int(row["tumour_voxels"]) == int(mask.sum()) and int(row["removed_voxels"]) >= 0
+        assert ndimage.label(mask, structure=np.ones((3, 3, 3)))[1] <= 1  # the largest piece only
     assert (tmp_path / "pairs" / "mosaic.png").is_file()
     client = mlflow_client(trained)
     (job,) = runs_named(client, "inference_")

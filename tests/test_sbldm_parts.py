@@ -1,5 +1,5 @@
 """Slice-based LDM parts: the slice dataset, the VAE loss, condition requests, vector-conditioned batches,
-the tumour-weighted diffusion loss."""
+the tumour-weighted diffusion loss, the decoded pair's mask."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from shared.io import InputError, write_csv
 from shared.latents import LatentScaler, encode_dataset, latent_region
 from shared.losses import RegionWeightedLoss, SliceVAELoss
 from shared.sampling.tumour_conditions import random_tumour_conditions, resolve_tumour_conditions
+from shared.sampling.tumour_generation import split_pair
 from shared.slices import SliceDataset, empty_slices
 
 NORMALISER = TumourFeatureNormaliser(volume_max=8000.0, surface_area_max=3000.0)
@@ -157,3 +158,19 @@ def test_condition_dropout_replaces_whole_vectors_by_the_null_condition():
     assert not torch.isnan(never(batch)[3]["condition"]).any()
     with pytest.raises(ValueError, match="condition_dropout"):
         VectorConditionLatentPrepareBatch(None, LatentScaler((1.0,), (0.0,)), 10, condition_dropout=1.0)
+
+
+def test_decoded_mask_keeps_its_largest_26_connected_piece_and_counts_what_it_drops():
+    decoded = -torch.ones(2, 10, 10, 10)
+    decoded[0, 2:5, 2:5, 2:5] = 3.0  # FLAIR is clipped to [-1, 1]
+    decoded[1, 4:8, 4:8, 4:8] = 0.7  # the tumour: 64 voxels
+    decoded[1, 3, 3, 3] = 0.2  # touches the tumour's corner only: 26-connected, kept
+    decoded[1, 0, 9, 0] = 0.9  # a speck far away
+    decoded[1, 9, 0, 9] = 0.0  # not above the threshold
+    image, mask, removed = split_pair(decoded)
+    assert image.max() == 1.0 and image.min() == -1.0 and mask.dtype == np.uint8
+    assert mask.sum() == 65 and removed == 1 and mask[3, 3, 3] == 1 and mask[0, 9, 0] == 0
+    _, as_decoded, none_removed = split_pair(decoded, keep_largest_component=False)
+    assert as_decoded.sum() == 66 and none_removed == 0
+    _, empty, nothing = split_pair(-torch.ones(2, 4, 4, 4))
+    assert empty.sum() == 0 and nothing == 0
