@@ -46,15 +46,21 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def training_commands(preset: str, overrides: dict[str, Any], datalist: str = "<datalist>") -> list[str]:
-    """The two training commands of a recipe, as run from the bundle's folder."""
-    extra = " ".join(f"--{key} {value}" for key, value in overrides.items())
+def training_commands(
+    preset: str, overrides: dict[str, Any], datalist: str = "<datalist>", continuations: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The training commands of a recipe, as run from the bundle's folder: autoencoder, diffusion,
+    then one resumed diffusion run per continuation (its values over ``overrides``)."""
+
+    def flags(values: dict[str, Any]) -> str:
+        return " ".join(f"--{key} {value}" for key, value in values.items())
+
     stage_1 = "'configs/train_autoencoder.yaml'"
     preset_file = f"'configs/presets/{preset}.yaml'"
+    diffusion = f"python -m monai.bundle run --config_file \"[{stage_1},'configs/train_diffusion.yaml',{preset_file}]\" "
     return [
-        f'python -m monai.bundle run --config_file "[{stage_1},{preset_file}]" --datalist {datalist} {extra}'.strip(),
-        f"python -m monai.bundle run --config_file \"[{stage_1},'configs/train_diffusion.yaml',{preset_file}]\" "
-        f"--datalist {datalist} {extra}".strip(),
+        f'python -m monai.bundle run --config_file "[{stage_1},{preset_file}]" --datalist {datalist} {flags(overrides)}'.strip(),
+        *(f"{diffusion}--datalist {datalist} {flags({**overrides, **step})}".strip() for step in [{}, *(continuations or [])]),
     ]
 
 
@@ -67,6 +73,7 @@ def make_starter_weights(
     datalist: str = "<datalist>",
     precision: str = "fp16",
     output: str | None = None,
+    continuations: list[dict[str, Any]] | None = None,
 ) -> str:
     """Write ``bundles/<bundle>/starter/`` (or ``--output``) from a trained models folder.
 
@@ -79,6 +86,8 @@ def make_starter_weights(
         datalist: the training datalist given on the command lines (provenance).
         precision: ``fp16`` (default, halves the files) or ``fp32``.
         output: folder to write (default: the bundle's ``starter/``).
+        continuations: the diffusion runs resumed after the first, in order, each a dict of the
+            config values it changed (e.g. ``"[{'diffusion_epochs': 350, 'tumour_loss_weight': 5}]"``).
 
     Returns:
         The folder written.
@@ -90,11 +99,16 @@ def make_starter_weights(
     if overrides is not None and not isinstance(overrides, dict):
         raise InputError(f"--overrides: expected a dict of config values, got {overrides!r}")
     overrides = dict(overrides or {})
+    if continuations is not None and (
+        not isinstance(continuations, (list, tuple)) or not all(isinstance(step, dict) for step in continuations)
+    ):
+        raise InputError(f"--continuations: expected a list of dicts of config values, got {continuations!r}")
+    continuations = [dict(step) for step in continuations or []]
     import torch
 
     provenance = {
         "data": data,
-        "training_commands": training_commands(preset, overrides, datalist),
+        "training_commands": training_commands(preset, overrides, datalist, continuations),
         "commit": _commit(),
         "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -102,7 +116,9 @@ def make_starter_weights(
         "made_by": "python scripts/make_starter_weights.py " + bundle,
     }
     folder = Path(output) if output else ROOT / "bundles" / bundle / STARTER_FOLDER
-    write_starter_weights(models_dir, folder, bundle, INFERENCE_FILES[bundle], preset, overrides, provenance, precision)
+    write_starter_weights(
+        models_dir, folder, bundle, INFERENCE_FILES[bundle], preset, overrides, provenance, precision, continuations
+    )
     print(folder)
     return str(folder)
 

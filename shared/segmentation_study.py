@@ -192,7 +192,11 @@ def preset_file(bundle: Path) -> str:
 
 
 def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: str) -> None:
-    """Autoencoder then diffusion of one bundle with its starter recipe, models in ``models`` (resumable)."""
+    """Autoencoder then diffusion of one bundle with its starter recipe, models in ``models`` (resumable).
+
+    The recipe's ``continuations`` follow, in order: each resumes the diffusion training from its
+    last checkpoint with its own values (more epochs, another loss weight) over the overrides.
+    """
     recipe = starter_recipe(bundle)
     overrides = {
         **recipe.get("overrides", {}),
@@ -201,7 +205,9 @@ def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: 
     stage_1 = ["configs/train_autoencoder.yaml"]
     preset = preset_file(bundle)
     run_bundle(bundle, [*stage_1, preset], overrides, f"{what} autoencoder")
-    run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], overrides, f"{what} diffusion")
+    for step, values in enumerate([{}, *recipe.get("continuations", [])]):
+        name = f"{what} diffusion" + (f" (continuation {step})" if step else "")
+        run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], {**overrides, **values}, name)
 
 
 def provide_generator(bundle: Path, models: Path, datalist: Path, settings: StudySettings, what: str) -> None:

@@ -120,8 +120,13 @@ def write_starter_weights(
     overrides: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     precision: str = "fp16",
+    continuations: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Write a starter folder from a trained ``models_dir``; returns its manifest.
+
+    ``continuations``: the recipe's later diffusion runs, in order, each resumed from the last
+    checkpoint with these config values over ``overrides`` (e.g. more epochs at another loss
+    weight); the manifest keeps them so that ``--train_generators`` repeats them.
 
     ``.pt`` files are reduced to the model's state dict (in ``precision``); every other file is
     copied as is.
@@ -154,6 +159,7 @@ def write_starter_weights(
         "files": entries,
         "preset": str(preset),
         "overrides": dict(overrides or {}),
+        "continuations": [dict(step) for step in continuations],
         "precision": precision,
         "provenance": dict(provenance or {}),
     }

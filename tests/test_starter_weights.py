@@ -106,3 +106,21 @@ def test_demo_figures_are_checked_against_every_threshold(tmp_path):
     assert warned.returncode == 0 and "warning, known shortfall: tumours: non-empty" in warned.stderr
     typo = run_script("check_demo_report.py", str(tmp_path), "--warn_only", "tumour_rho")
     assert typo.returncode == 2 and "unknown threshold 'tumour_rho'" in typo.stderr
+
+
+def test_recipe_continuations_are_kept_and_written_as_resumed_training_commands(models, tmp_path):
+    import importlib.util
+
+    manifest = write_starter_weights(models, tmp_path / "starter", "b", ["model.pt"], "demo", {"diffusion_epochs": 3},
+                                     continuations=[{"diffusion_epochs": 5, "tumour_loss_weight": 1}])  # fmt: skip
+    assert manifest["continuations"] == [{"diffusion_epochs": 5, "tumour_loss_weight": 1}]
+    spec = importlib.util.spec_from_file_location("make_starter_weights", ROOT / "scripts" / "make_starter_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    commands = module.training_commands("demo", {"diffusion_epochs": 3}, "d.json", [{"diffusion_epochs": 5}])
+    assert len(commands) == 3 and "train_diffusion.yaml" not in commands[0]
+    assert commands[1].endswith("--datalist d.json --diffusion_epochs 3")
+    assert commands[2].endswith("--datalist d.json --diffusion_epochs 5")
+    done = run_script("make_starter_weights.py", "spade_mri_ldm", "--models_dir", str(tmp_path), "--preset", "demo",
+                      "--continuations", "5")  # fmt: skip
+    assert done.returncode == 2 and "--continuations: expected a list of dicts" in done.stderr

@@ -115,3 +115,19 @@ def test_settings_refuse_unknown_variants_and_seed_counts():
         study.StudySettings(ventricle_variants=("synthetic",))
     with pytest.raises(InputError, match="nnunet_seeds"):
         study.StudySettings(nnunet_seeds=0)
+
+
+def test_retraining_a_generator_repeats_its_recipe_continuations_in_order(tmp_path, monkeypatch):
+    recipe = {"preset": "demo", "overrides": {"diffusion_epochs": 4, "tumour_loss_weight": 50},
+              "continuations": [{"diffusion_epochs": 6, "tumour_loss_weight": 5}, {"diffusion_epochs": 8}]}  # fmt: skip
+    monkeypatch.setattr(study, "starter_recipe", lambda bundle: recipe)
+    calls = []
+    monkeypatch.setattr(study, "run_bundle", lambda bundle, configs, values, what: calls.append((configs, values, what)))
+    study.train_bundle(Path("b"), tmp_path / "models", tmp_path / "datalist.json", "cpu", "slice LDM")
+    assert [what for _, _, what in calls] == ["slice LDM autoencoder", "slice LDM diffusion",
+                                              "slice LDM diffusion (continuation 1)", "slice LDM diffusion (continuation 2)"]  # fmt: skip
+    weights = [(values["diffusion_epochs"], values["tumour_loss_weight"]) for _, values, _ in calls]
+    assert weights == [(4, 50), (4, 50), (6, 5), (8, 50)]  # each continuation over the recipe, not over the last one
+    assert all(values["ckpt_dir"] == str(tmp_path / "models") for _, values, _ in calls)
+    assert calls[1][0] == calls[3][0] == ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml",
+                                          "configs/presets/demo.yaml"]  # fmt: skip
