@@ -47,7 +47,10 @@ def _commit() -> str:
 
 
 def training_commands(
-    preset: str, overrides: dict[str, Any], datalist: str = "<datalist>", continuations: list[dict[str, Any]] | None = None
+    preset: str,
+    overrides: dict[str, Any],
+    datalist: str = "<datalist>",
+    continuations: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """The training commands of a recipe, as run from the bundle's folder: autoencoder, diffusion,
     then one resumed diffusion run per continuation (its values over ``overrides``)."""
@@ -55,12 +58,15 @@ def training_commands(
     def flags(values: dict[str, Any]) -> str:
         return " ".join(f"--{key} {value}" for key, value in values.items())
 
+    run = "python -m monai.bundle run --config_file"
     stage_1 = "'configs/train_autoencoder.yaml'"
     preset_file = f"'configs/presets/{preset}.yaml'"
-    diffusion = f"python -m monai.bundle run --config_file \"[{stage_1},'configs/train_diffusion.yaml',{preset_file}]\" "
+    autoencoder = f'{run} "[{stage_1},{preset_file}]"'
+    diffusion = f"{run} \"[{stage_1},'configs/train_diffusion.yaml',{preset_file}]\""
+    steps = [{}, *(continuations or [])]
     return [
-        f'python -m monai.bundle run --config_file "[{stage_1},{preset_file}]" --datalist {datalist} {flags(overrides)}'.strip(),
-        *(f"{diffusion}--datalist {datalist} {flags({**overrides, **step})}".strip() for step in [{}, *(continuations or [])]),
+        f"{autoencoder} --datalist {datalist} {flags(overrides)}".strip(),
+        *(f"{diffusion} --datalist {datalist} {flags({**overrides, **step})}".strip() for step in steps),
     ]
 
 

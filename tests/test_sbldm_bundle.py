@@ -12,8 +12,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
 from conftest import bundle_run as run
 from conftest import copy_bundle_configs, mlflow_client, runs_named

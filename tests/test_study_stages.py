@@ -122,10 +122,13 @@ def test_retraining_a_generator_repeats_its_recipe_continuations_in_order(tmp_pa
               "continuations": [{"diffusion_epochs": 6, "tumour_loss_weight": 5}, {"diffusion_epochs": 8}]}  # fmt: skip
     monkeypatch.setattr(study, "starter_recipe", lambda bundle: recipe)
     calls = []
-    monkeypatch.setattr(study, "run_bundle", lambda bundle, configs, values, what: calls.append((configs, values, what)))
+    monkeypatch.setattr(
+        study, "run_bundle", lambda _bundle, configs, values, what: calls.append((configs, values, what))
+    )
     study.train_bundle(Path("b"), tmp_path / "models", tmp_path / "datalist.json", "cpu", "slice LDM")
-    assert [what for _, _, what in calls] == ["slice LDM autoencoder", "slice LDM diffusion",
-                                              "slice LDM diffusion (continuation 1)", "slice LDM diffusion (continuation 2)"]  # fmt: skip
+    names = [what for _, _, what in calls]
+    assert names == ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)",
+                     "slice LDM diffusion (continuation 2)"]  # fmt: skip
     weights = [(values["diffusion_epochs"], values["tumour_loss_weight"]) for _, values, _ in calls]
     assert weights == [(4, 50), (4, 50), (6, 5), (8, 50)]  # each continuation over the recipe, not over the last one
     assert all(values["ckpt_dir"] == str(tmp_path / "models") for _, values, _ in calls)

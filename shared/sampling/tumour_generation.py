@@ -59,7 +59,7 @@ def split_pair(decoded: torch.Tensor, keep_largest_component: bool = True) -> tu
 
     The mask is ``channel 1 > 0``. With ``keep_largest_component`` only its largest 26-connected
     piece is kept (MONAI ``KeepLargestConnectedComponent``): a whole tumour is one piece, and the
-    sampler leaves scattered specks beside it (median 54 pieces per sample for the demo starter)
+    sampler can leave scattered specks beside it (a median of 54 pieces per sample with the first demo starter)
     that have no tumour in the image and would teach a segmenter false positives.
     """
     from monai.transforms import KeepLargestConnectedComponent
@@ -68,7 +68,8 @@ def split_pair(decoded: torch.Tensor, keep_largest_component: bool = True) -> tu
     raw = (decoded[1] > 0).cpu()
     mask = raw
     if keep_largest_component and bool(raw.any()):
-        mask = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=None)(raw[None].to(torch.uint8))[0] > 0
+        largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=None)
+        mask = largest(raw[None].to(torch.uint8))[0] > 0
     removed = int(raw.sum()) - int(mask.sum())
     return image, mask.numpy().astype(np.uint8), removed
 
