@@ -23,7 +23,7 @@ variant's) and writes ``results.md`` and ``results.csv`` to ``--output_dir`` (de
 bf16 pays only on CPUs with AVX-512-BF16 or AMX (and on GPUs); on an AVX2-only CPU its
 convolutions fall back to slow kernels (see ``shared.fast_path.cpu_has_native_bf16``).
 
-``assembly`` times nnU-Net set assembly (``shared.nnunet_dataset``) against a bare nibabel load +
+``assembly`` times nnU-Net set assembly (``shared.segmentation.nnunet_dataset``) against a bare nibabel load +
 save of the same demo files in as many processes, and writes ``assembly.md`` / ``assembly.csv``.
 
 Without ``--demo_models`` the networks have random weights: the timings hold, but the accuracy
@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.cli import run_cli
+from shared.workflow.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -98,7 +98,7 @@ def one(
     count_flops: bool = True,
 ) -> None:
     """Measure one bundle x size x variant in this process; print the figures as one JSON line."""
-    from shared.benchmarking import measure
+    from shared.benchmarks.networks import measure
 
     figures = measure(bundle, size, precision, channels_last, compile, None, steps, runs, warmup, device, models,
                       output, count_flops)  # fmt: skip
@@ -183,7 +183,7 @@ def run(
     import torch
     from tqdm.auto import tqdm
 
-    from shared.benchmarking import BUNDLES, SIZES, compare_decoded, machine_description
+    from shared.benchmarks.networks import BUNDLES, SIZES, compare_decoded, machine_description
 
     bundle_names, size_names = _names(bundles, BUNDLES, "bundles"), _names(sizes, SIZES, "sizes")
     variant_names = _names(variants, VARIANTS, "variants")
@@ -234,8 +234,8 @@ def assembly(
     """
     from tqdm.auto import tqdm
 
-    from shared.assembly_benchmark import KIND_LABELS, measure_assembly, write_demo_pairs
-    from shared.benchmarking import machine_description
+    from shared.benchmarks.assembly import KIND_LABELS, measure_assembly, write_demo_pairs
+    from shared.benchmarks.networks import machine_description
 
     kind_names = _names(kinds, KIND_LABELS, "kinds")
     command = shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]])

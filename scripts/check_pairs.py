@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.cli import run_cli
 from shared.io import InputError
-from shared.pair_qc import ACCEPTED, KINDS, check_manifest, qc_settings, rejection_counts
+from shared.workflow.cli import run_cli
+from shared.workflow.pair_qc import ACCEPTED, KINDS, check_manifest, qc_settings, rejection_counts
 
 
 def check_pairs(
@@ -53,7 +53,7 @@ def check_pairs(
     if reference_labels is not None:
         if kind != "ventricles":
             raise InputError("--reference_labels: only for ventricle pairs")
-        from shared.segmentation_metrics import label_volumes_ml
+        from shared.segmentation.metrics import label_volumes_ml
 
         median = float(np.median(label_volumes_ml(reference_labels)))
         low, high = (float(f) for f in icv_tolerance)

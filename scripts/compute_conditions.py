@@ -15,8 +15,8 @@ Inputs: ``.nii``, ``.nii.gz`` or ``.mgz``; from a datalist the ``--key`` field (
 
 from __future__ import annotations
 
-from shared.cli import run_cli
-from shared.condition_tables import write_tumour_table, write_ventricle_table
+from shared.conditioning.tables import write_tumour_table, write_ventricle_table
+from shared.workflow.cli import run_cli
 
 if __name__ == "__main__":
     run_cli({"ventricles": write_ventricle_table, "tumours": write_tumour_table})

@@ -15,8 +15,26 @@ failing stage stops with one line naming the bundle and its error.
 
 from __future__ import annotations
 
-from shared.chaining import generate_pairs
-from shared.cli import run_cli
+import functools
+import inspect
+from pathlib import Path
+
+from shared.workflow.chaining import generate_pairs
+from shared.workflow.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The bundles of this script's checkout, wherever the package happens to be installed from.
+BUNDLES = {"mask_bundle": ROOT / "bundles" / "ventricle_mask_ldm", "spade_bundle": ROOT / "bundles" / "spade_mri_ldm"}
+
+
+@functools.wraps(generate_pairs)
+def main(*args, **kwargs):
+    bound = inspect.signature(generate_pairs).bind_partial(*args, **kwargs)
+    for name, folder in BUNDLES.items():
+        bound.arguments.setdefault(name, folder)
+    return generate_pairs(*bound.args, **bound.kwargs)
+
 
 if __name__ == "__main__":
-    run_cli(generate_pairs, name="generate_pairs")
+    run_cli(main, name="generate_pairs")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.cli import run_cli
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+from shared.workflow.cli import run_cli
 
 
 def all_datasets(

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shared.cli import run_cli
 from shared.io import InputError
-from shared.starter_weights import STARTER_FOLDER, write_starter_weights
+from shared.workflow.cli import run_cli
+from shared.workflow.starter_weights import STARTER_FOLDER, write_starter_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ import time
 import torch
 from monai.bundle import ConfigParser
 
-from shared.benchmarking import bundle_networks
-from shared.cli import run_cli
+from shared.benchmarks.networks import bundle_networks
+from shared.workflow.cli import run_cli
 
 
 def _count(network: torch.nn.Module) -> int:
@@ -96,7 +96,7 @@ def slice_based_ldm_brats(
 ) -> dict:
     """Parameter counts against the paper's 159 M, then one DDIM step and the chunked slice decode of one volume."""
     from shared.networks.slice_stack import SliceStackAutoencoder
-    from shared.sampling.tumour_generation import make_scheduler
+    from shared.sampling.schedulers import make_scheduler
 
     networks, parser = _paper_size_networks(
         "slice_based_ldm_brats", {"slice_vae": "autoencoder_def", "diffusion_unet": "network_def"}, device

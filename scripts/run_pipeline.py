@@ -15,8 +15,8 @@ sets) -> ``report.md`` with tables and plots. ``--help`` lists every option.
 
 from __future__ import annotations
 
-from shared.cli import run_cli
-from shared.pipeline import run_demo_pipeline
+from shared.workflow.cli import run_cli
+from shared.workflow.pipeline import run_demo_pipeline
 
 if __name__ == "__main__":
     run_cli(run_demo_pipeline)

@@ -28,3 +28,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet -r requirements.txt
   echo "$wanted" > "$stamp"
 fi
+
+# MONAI Label, on its own import path (.venv/monailabel; see scripts/requirements-monailabel.txt for why
+# --no-deps): only the test that serves the exported segmenter puts it on PYTHONPATH.
+label_stamp=.venv/monailabel/.requirements.sha256
+label_wanted=$(sha256sum scripts/requirements-monailabel.txt | cut -d' ' -f1)
+if [ "$(cat "$label_stamp" 2>/dev/null)" != "$label_wanted" ]; then
+  echo "Installing MONAI Label into .venv/monailabel ..." >&2
+  rm -rf .venv/monailabel
+  .venv/bin/python -m pip install --quiet --no-deps --target .venv/monailabel -r scripts/requirements-monailabel.txt
+  echo "$label_wanted" > "$label_stamp"
+fi

@@ -1,4 +1,10 @@
-"""The project's package: what MONAI lacks for labelled brain-MRI synthesis, shared by every bundle.
+"""The project's package: what MONAI lacks for labelled brain-MRI synthesis.
+
+Its top level is the bundles' run-time code, what their configs name (``io``, ``labels``,
+``conditioning``, ``networks``, ``engines``, ``sampling`` ...); ``scripts/export_bundle.py`` vendors it
+into an exported bundle as that bundle's own ``scripts`` package. The subpackages ``demo``,
+``segmentation``, ``workflow`` and ``benchmarks`` are project code (demo data, nnU-Net, the
+pipeline and studies, benchmarks), which no run-time module imports (``tests/test_bundle_export.py``).
 
 Submodules load on first attribute access (``import shared; shared.io.read_datalist(...)``,
 ``shared.sampling.guidance...``), so bundle configs can write ``$import shared`` once and light

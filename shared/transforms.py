@@ -15,7 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from shared.conditions import MinMaxNormaliser, measure_ventricles
+from shared.conditioning.features import MinMaxNormaliser, measure_ventricles
 from shared.io import InputError, Volume, check_same_grid
 
 
@@ -88,7 +88,7 @@ class VentricleConditiond(MapTransform):
 
     Args:
         keys: the label-map key (one).
-        normaliser: a :class:`~shared.conditions.MinMaxNormaliser` or the path of its JSON.
+        normaliser: a :class:`~shared.conditioning.features.MinMaxNormaliser` or the path of its JSON.
         c_key: where ``c`` goes, as a float32 tensor of shape ``(1,)``.
         ratio_key: optional key for the raw ratio (for manifests and plots).
     """

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.condition_tables import (
+from shared.conditioning.features import TUMOUR_FEATURE_NAMES
+from shared.conditioning.tables import (
     TUMOUR_COLUMNS,
     fit_tumour_normaliser,
     measure_tumour_rows,
     normalise_tumour_rows,
 )
-from shared.conditions import TUMOUR_FEATURE_NAMES
 from shared.io import InputError, load_pair, read_datalist, save_volume, write_csv, write_datalist, write_json
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _resize(array: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
     return np.asarray(resize(torch.as_tensor(array, dtype=torch.float32)[None]))[0]
 
 
-def scale_to_unit_range(image: np.ndarray) -> np.ndarray:
+def min_max_to_signed_unit(image: np.ndarray) -> np.ndarray:
     """Min-max scaling of one volume to ``[-1, 1]`` (a constant volume maps to -1)."""
     low, high = float(image.min()), float(image.max())
     if high <= low:
@@ -132,7 +132,7 @@ def preprocess_case(
     affine = resampled_affine(image.affine, image.array.shape, shape)
     resized = _resize(image.array, shape, "trilinear")
     mask = _resize((label.array > 0).astype(np.float32), shape, "trilinear") >= 0.5
-    return scale_to_unit_range(resized), mask.astype(np.uint8), affine
+    return min_max_to_signed_unit(resized), mask.astype(np.uint8), affine
 
 
 def prepare_tumour_dataset(

@@ -63,6 +63,9 @@ def _outlined(
 
 
 #: Label ids whose centroid the ``"ventricles"`` focus slices through (left lateral ventricle).
+#: Panels in a generation mosaic.
+MOSAIC_CASES = 4
+
 _VENTRICLE_FOCUS_IDS = (4,)
 
 
@@ -244,3 +247,12 @@ def save_bland_altman_plot(path: str | os.PathLike, rows: Sequence[Mapping[str, 
     axes[0][0].set_ylabel("predicted - true (mL)")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def mosaic_indices(c_values: Sequence[float], count: int = MOSAIC_CASES) -> list[int]:
+    """Indices of up to ``count`` samples spread evenly over the sorted ``c`` values (smallest first)."""
+    order = np.argsort(np.asarray(c_values, dtype=np.float64), kind="stable")
+    if len(order) == 0:
+        return []
+    picks = np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))
+    return [int(order[k]) for k in picks]

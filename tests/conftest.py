@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import nibabel as nib
@@ -70,3 +72,64 @@ def label_volume() -> np.ndarray:
     labels[4:6, 4:6, 4:6] = 4
     labels[1, 1, 1] = 24
     return labels
+
+
+def cli_values(flags: list[str]) -> dict:
+    """``["--a", "[8,8]", "--b", "x"]`` -> ``{"a": [8, 8], "b": "x"}`` (config values from bundle command lines)."""
+    import ast
+
+    values = {}
+    for key, raw in zip(flags[::2], flags[1::2]):
+        try:
+            values[key.removeprefix("--")] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            values[key.removeprefix("--")] = raw
+    return values
+
+
+def missing_bundle_properties(folder: Path, configs: list[str], workflow_type: str, **overrides) -> list[str]:
+    """MONAI's ``ConfigWorkflow(...).check_properties()`` for a bundle folder, after ``initialize()``.
+
+    Returns the required properties that are missing and the optional ones with a wrong config ID
+    (an empty list when the bundle has all its properties).
+    """
+    import os
+
+    from monai.bundle import ConfigWorkflow
+
+    before = os.getcwd()
+    os.chdir(folder)  # the configs' %configs/... references resolve from the bundle's folder
+    try:
+        workflow = ConfigWorkflow(
+            config_file=[str(folder / c) for c in configs], meta_file=str(folder / "configs" / "metadata.json"),
+            workflow_type=workflow_type, bundle_root=str(folder), **overrides,
+        )  # fmt: skip
+        workflow.initialize()
+        return workflow.check_properties()
+    finally:
+        os.chdir(before)
+
+
+#: The environment of the bare Python: no PYTHONPATH (a worktree's checkout would make ``shared`` importable).
+BARE_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory) -> Path:
+    """A Python with this venv's pip packages but not the project (``import shared`` fails)."""
+    folder = tmp_path_factory.mktemp("bare_python")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = subprocess.run([str(python), "-c", "import monai, torch; import shared"], capture_output=True, text=True,
+                           cwd=folder, env=BARE_ENV)  # fmt: skip
+    assert "No module named 'shared'" in probe.stderr, probe.stderr[-2000:]
+    return python
+
+
+#: The environment of the bare Python: no PYTHONPATH (a worktree's checkout would make ``shared`` importable).
+BARE_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.benchmarking import compare_decoded, synthetic_label_map
+from shared.benchmarks.networks import compare_decoded, synthetic_label_map
 from shared.io import InputError, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +72,9 @@ def test_synthetic_label_map_holds_every_class():
 
 
 def test_assembly_benchmark_times_both_loops_over_the_same_files(tmp_path):
-    from shared.assembly_benchmark import bare_copy, measure_assembly, write_demo_pairs
+    from shared.benchmarks.assembly import bare_copy, measure_assembly, write_demo_pairs
     from shared.io import load_volume
-    from shared.nnunet_dataset import read_pair_sources
+    from shared.segmentation.nnunet_dataset import read_pair_sources
 
     datalist = write_demo_pairs(tmp_path / "brains", "brains", 3, (24, 24, 24))
     pairs = [(p.image, p.label) for p in read_pair_sources(datalist, "real")]

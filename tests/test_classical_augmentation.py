@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.classical_augmentation import augment_pair, write_augmented_pairs
 from shared.demo.dataset import write_tumour_dataset
 from shared.io import InputError, load_image, load_label_map, read_csv
+from shared.segmentation.classical_augmentation import augment_pair, write_augmented_pairs
 
 
 def test_augmented_pairs_keep_the_tumour_under_its_mask(tmp_path):

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from shared.conditions import (
+from shared.conditioning.features import (
     EMPTY_TUMOUR_FEATURES,
     TUMOUR_FEATURE_NAMES,
     MinMaxNormaliser,
@@ -179,7 +179,7 @@ def test_tumour_normaliser_scales_volume_and_area_and_round_trips(tmp_path):
 
 def test_tumour_centre_and_box_follow_anatomy_not_the_file_orientation(tmp_path):
     from conftest import save_nifti
-    from shared.condition_tables import measure_tumour_rows
+    from shared.conditioning.tables import measure_tumour_rows
 
     ras = np.zeros((20, 24, 16), dtype=np.uint8)
     ras[2:6, 10:20, 3:7] = 1  # left, anterior, inferior

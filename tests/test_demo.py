@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from shared.conditions import measure_ventricles
+from shared.conditioning.features import measure_ventricles
 from shared.demo.anatomy import generate_label_map
 from shared.demo.dataset import TUMOUR_MASK_LABELS, write_brain_dataset, write_tumour_dataset
 from shared.demo.grid import make_grid
@@ -165,7 +165,7 @@ def test_rewriting_a_dataset_removes_cases_of_an_earlier_larger_run(tmp_path):
 
 
 def test_stage_runner_forgets_a_stage_while_it_reruns(tmp_path):
-    from shared.pipeline import StageRunner
+    from shared.workflow.pipeline import StageRunner
 
     runner = StageRunner(tmp_path)
     runner.run("stage", {"n": 1}, lambda: None)
@@ -186,7 +186,7 @@ def test_stage_runner_forgets_a_stage_while_it_reruns(tmp_path):
 
 
 def test_ctrl_c_in_a_command_prints_one_line_and_exits_130(capsys):
-    from shared.cli import run_cli
+    from shared.workflow.cli import run_cli
 
     def interrupted() -> None:
         raise KeyboardInterrupt

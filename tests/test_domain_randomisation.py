@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from shared.demo.dataset import write_brain_dataset
-from shared.domain_randomisation import randomise_image, write_randomised_pairs
 from shared.io import InputError, load_image, load_label_map, read_csv
+from shared.segmentation.domain_randomisation import randomise_image, write_randomised_pairs
 
 
 def test_randomised_pairs_keep_labels_and_grid_and_vary_intensities(tmp_path):

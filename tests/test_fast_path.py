@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.accuracy_guard import compare_outputs, image_psnr, label_dice
+from shared.benchmarks.accuracy_guard import compare_outputs, image_psnr, label_dice
 from shared.fast_path import FastPath, check_precision, tiled_decode, to_channels_last
 from shared.io import InputError, save_volume
 
@@ -158,7 +158,7 @@ def test_spade_painting_refuses_decode_tiles():
     from shared.sampling.spade_generation import paint_images
 
     with pytest.raises(InputError, match="tiled decoding is not available for SPADE"):
-        paint_images(None, None, None, None, "unused", [0], 2, 0, "unused", fast_path=FastPath(decode_roi=[4, 4, 4]))
+        paint_images(None, None, None, None, "unused", [0], 0, "unused", fast_path=FastPath(decode_roi=[4, 4, 4]))
 
 
 def test_slice_pairs_refuse_decode_tiles_that_split_the_slices(tmp_path):
@@ -172,7 +172,7 @@ def test_slice_pairs_refuse_decode_tiles_that_split_the_slices(tmp_path):
     grid = write_json(tmp_path / "grid.json", {"shape": [16, 16, 8], "affine": np.eye(4).tolist()})
     with pytest.raises(InputError, match=r"decode_roi: the last size must cover all 8 slices .*got \[4, 4, 4\]"):
         generate_tumour_pairs(SliceStackAutoencoder(vae), torch.nn.Identity(), None, None, None, grid, np.zeros((1, 9)),
-                              2, 1.0, 0, tmp_path / "out", fast_path=FastPath(decode_roi=[4, 4, 4]))  # fmt: skip
+                              1.0, 0, tmp_path / "out", fast_path=FastPath(decode_roi=[4, 4, 4]))  # fmt: skip
     assert not (tmp_path / "out").exists()
 
 

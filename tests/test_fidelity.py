@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script, save_nifti
-from shared.fidelity import scale_to_unit, tissue_means
 from shared.io import read_csv, write_csv, write_datalist
+from shared.workflow.fidelity import percentiles_to_unit, tissue_means
 
 
 def brain(wm: float, ventricles: float) -> tuple[np.ndarray, np.ndarray]:
@@ -20,10 +20,10 @@ def brain(wm: float, ventricles: float) -> tuple[np.ndarray, np.ndarray]:
 
 def test_scale_to_unit_uses_the_percentiles_and_clips():
     image = np.linspace(0, 100, 1001, dtype=np.float32)
-    scaled = scale_to_unit(image, lower=10, upper=90)
+    scaled = percentiles_to_unit(image, lower=10, upper=90)
     assert scaled.min() == 0.0 and scaled.max() == 1.0
     assert scaled[500] == pytest.approx(0.5, abs=1e-6)
-    assert np.all(scale_to_unit(np.full(5, 3.0)) == 0)  # constant image: no division by zero
+    assert np.all(percentiles_to_unit(np.full(5, 3.0)) == 0)  # constant image: no division by zero
 
 
 def test_tissue_means_on_a_hand_made_brain():

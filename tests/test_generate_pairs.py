@@ -80,3 +80,83 @@ def test_bundle_folders_and_presets_are_checked_first(tmp_path):
     assert done.returncode == 2 and f"error: {tmp_path}: not a bundle folder (no configs/inference.yaml)" in done.stderr
     done = run_script("generate_pairs.py", "--output_dir", str(tmp_path / "p"), "--preset", "nope")
     assert done.returncode == 2 and "no preset 'nope' (configs/presets/nope.yaml)" in done.stderr
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """``mlflow server`` on 127.0.0.1 with a SQLite store; yields its URI; stopped by its PID."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by the PID it was started with
+        server.wait(timeout=60)
+        log.close()
+
+
+def test_training_and_chained_generation_are_tracked_on_an_mlflow_server(bundles, mlflow_server, tmp_path):
+    """Recipe parameters, every loss per iteration and epoch, final weights, executed config, nested chain."""
+    import mlflow
+
+    folder = bundles["ventricle_mask_ldm"]
+    datalist = folder.parent / "data" / "datalist.json"
+    stages = ["configs/train_autoencoder.yaml", "configs/presets/demo.yaml"]
+    tracking = ["--tracking", "mlflow", "--tracking_uri", mlflow_server]
+    done = run(folder, stages, "--datalist", str(datalist), *_args(TINY_MASK), "--autoencoder_epochs", "2",
+               "--ckpt_dir", str(tmp_path / "models"), *tracking)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("monai_experiment")
+    (training,) = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name.startswith("train_")]
+    params = training.data.params
+    assert params["autoencoder_channels"] == "[8, 8, 8]" and params["autoencoder_lr"] == "0.001"
+    assert params["autoencoder_epochs"] == "2" and "seed" in params
+    run_id = training.info.run_id
+    iterations = client.get_metric_history(run_id, "iteration_loss")
+    assert len(iterations) == 2 * 2  # 4 training cases, batch 2: two iterations per epoch
+    assert [m.step for m in client.get_metric_history(run_id, "epoch_loss")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert any(path.startswith("config_") and path.endswith(".json") for path in artifacts), artifacts
+    assert [a.path for a in client.list_artifacts(run_id, "models")] == ["models/model_autoencoder.pt"]
+
+    done = run_script(
+        "generate_pairs.py", "--output_dir", str(tmp_path / "pairs"), "--num_samples", "2", "--mask_steps", "2",
+        "--image_steps", "2", "--preset", "demo", "--mask_bundle", str(folder),
+        "--spade_bundle", str(bundles["spade_mri_ldm"]), "--mask_overrides", repr(TINY_MASK),
+        "--spade_overrides", repr(TINY_SPADE), "--tracking_uri", mlflow_server,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name.startswith("generate_pairs_")]
+    assert parent.info.status == "FINISHED" and parent.data.params["num_samples"] == "2"
+    assert "manifest.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["stage"] for r in children) == ["inference", "inference"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.params["num_inference_steps"] for r in children} == {"2"}

@@ -154,7 +154,7 @@ def test_one_training_epoch_with_monai_engine_and_inferer():
 
 
 def test_mosaic_shows_samples_spread_over_the_requested_c_smallest_first():
-    from shared.sampling.mask_generation import mosaic_indices
+    from shared.viz import mosaic_indices
 
     c = [0.0] * 4 + [0.5] * 4 + [1.5] * 4
     assert [c[i] for i in mosaic_indices(c)] == [0.0, 0.5, 0.5, 1.5]  # both ends of the range shown

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.conditions import MinMaxNormaliser, inverse_frequency_sampler, inverse_frequency_weights
+from shared.conditioning.features import MinMaxNormaliser, inverse_frequency_sampler, inverse_frequency_weights
+from shared.conditioning.requests import resolve_conditions
 from shared.io import InputError
-from shared.sampling.conditions import resolve_conditions
 
 NORMALISER = MinMaxNormaliser(minimum=0.01, maximum=0.05)
 

@@ -17,7 +17,7 @@ from conftest import run_script, save_nifti
 from shared.demo.dataset import write_brain_dataset
 from shared.io import InputError
 from shared.labels import ventricle_mask
-from shared.nnunet_dataset import assemble_dataset, assemble_variants, label_mapping, remap_labels
+from shared.segmentation.nnunet_dataset import assemble_dataset, assemble_variants, label_mapping, remap_labels
 
 SHAPE = (32, 32, 32)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import run_script, save_nifti
-from shared.generation_rounds import accepted_rows, generate_with_qc
 from shared.io import InputError, read_csv, read_json
-from shared.nnunet_dataset import read_pair_sources
-from shared.pair_qc import (
+from shared.segmentation.nnunet_dataset import read_pair_sources
+from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
+from shared.workflow.pair_qc import (
     TumourQC,
     VentricleQC,
     check_manifest,

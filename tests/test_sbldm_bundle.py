@@ -16,9 +16,9 @@ import pytest
 from scipy import ndimage
 
 from conftest import bundle_run as run
-from conftest import copy_bundle_configs, mlflow_client, runs_named
-from shared.accuracy_guard import compare_outputs
-from shared.conditions import TUMOUR_FEATURE_NAMES
+from conftest import cli_values, copy_bundle_configs, missing_bundle_properties, mlflow_client, runs_named
+from shared.benchmarks.accuracy_guard import compare_outputs
+from shared.conditioning.features import TUMOUR_FEATURE_NAMES
 from shared.demo.dataset import write_tumour_dataset
 from shared.io import read_csv, read_json
 
@@ -192,3 +192,13 @@ def test_table1_rows_for_sbldm_and_the_3d_ldm_baseline(trained, prepared):
         assert float(row["seconds_per_volume"]) > 0 and row["num_samples"] == "2"
     table = (trained / "eval" / "table1.md").read_text()
     assert "| SBLDM | ddim | 2 |" in table and "| 3D-LDM | ddim | 2 |" in table and "SBLDM (DDPM) | 21.466" in table
+
+
+def test_monai_bundle_properties_hold_for_every_train_and_infer_config(trained, prepared):
+    """``ConfigWorkflow.check_properties()`` finds every required property (and no wrong optional ID)."""
+    values = {"datalist": str(prepared), **cli_values(TINY)}
+    stages = (("train", AUTOENCODER), ("train", DIFFUSION), ("infer", INFERENCE),
+              ("train", ["configs/train_autoencoder.yaml", "configs/baseline_3d_ldm.yaml", DEMO]),
+              ("infer", ["configs/inference.yaml", "configs/evaluate.yaml", DEMO]))  # fmt: skip
+    for workflow_type, configs in stages:
+        assert missing_bundle_properties(trained, configs, workflow_type, **values) == [], configs

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from shared.conditions import TumourFeatureNormaliser
+from shared.conditioning.features import TumourFeatureNormaliser
+from shared.conditioning.tumour_requests import random_tumour_conditions, resolve_tumour_conditions
 from shared.engines.diffusion import VectorConditionLatentPrepareBatch
 from shared.io import InputError, write_csv
 from shared.latents import LatentScaler, encode_dataset, latent_region
 from shared.losses import RegionWeightedLoss, SliceVAELoss
-from shared.sampling.tumour_conditions import random_tumour_conditions, resolve_tumour_conditions
 from shared.sampling.tumour_generation import split_pair
 from shared.slices import SliceDataset, empty_slices
 
@@ -66,7 +66,7 @@ def test_condition_requests(tmp_path):
     assert one.shape == (3, 9) and np.all(one == TRAINING[0])
     assert resolve_tumour_conditions(TRAINING.tolist(), 1, TRAINING, NORMALISER).shape == (3, 9)
     table = tmp_path / "t.csv"
-    from shared.conditions import TUMOUR_FEATURE_NAMES
+    from shared.conditioning.features import TUMOUR_FEATURE_NAMES
 
     write_csv(table, [dict(zip(TUMOUR_FEATURE_NAMES, row)) for row in TRAINING[:2]], TUMOUR_FEATURE_NAMES)
     np.testing.assert_allclose(resolve_tumour_conditions({"table": str(table)}, 5, TRAINING, NORMALISER), TRAINING[:2])

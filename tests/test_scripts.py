@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script, save_nifti
-from shared.condition_tables import TUMOUR_COLUMNS, VENTRICLE_COLUMNS
-from shared.conditions import MinMaxNormaliser
+from shared.conditioning.features import MinMaxNormaliser
+from shared.conditioning.tables import TUMOUR_COLUMNS, VENTRICLE_COLUMNS
 from shared.io import read_csv, read_json
 
 

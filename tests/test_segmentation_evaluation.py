@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_script, save_nifti
 from shared.io import InputError, read_csv, write_datalist
-from shared.segmentation_metrics import (
+from shared.segmentation.metrics import (
     SUMMARY_COLUMNS,
     dice,
     evaluate_case,

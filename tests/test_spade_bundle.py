@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import bundle_run as run
-from conftest import copy_bundle_configs, mlflow_client, runs_named
-from shared.accuracy_guard import compare_outputs
+from conftest import cli_values, copy_bundle_configs, missing_bundle_properties, mlflow_client, runs_named
+from shared.benchmarks.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 
@@ -207,3 +207,12 @@ def test_diffusion_overlay_runs_under_torchrun_with_two_cpu_processes(trained_bo
     done = run(folder, stages, "--datalist", str(data), *TINY, *TINY_UNET, "--diffusion_epochs", "1", torchrun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "models" / "diffusion_checkpoint_epoch=1.pt").is_file()
+
+
+def test_monai_bundle_properties_hold_for_every_train_and_infer_config(trained_both, data, tmp_path):
+    """``ConfigWorkflow.check_properties()`` finds every required property (and no wrong optional ID)."""
+    values = {"datalist": str(data), "label_maps": str(mask_bundle_output(data, tmp_path / "masks")),
+              **cli_values(TINY + TINY_UNET)}  # fmt: skip
+    for workflow_type, configs in (("train", AUTOENCODER), ("train", [AUTOENCODER[0], "configs/train_diffusion.yaml",
+                                   DEMO]), ("infer", INFERENCE)):  # fmt: skip
+        assert missing_bundle_properties(trained_both, configs, workflow_type, **values) == [], configs

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import save_nifti
 from shared.io import write_csv
-from shared.segmentation_study import answer_lines, generator_figures, generator_lines
-from shared.study_statistics import compare_variants
+from shared.workflow.segmentation_study import answer_lines, generator_figures, generator_lines
+from shared.workflow.study_statistics import compare_variants
 
 AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
 

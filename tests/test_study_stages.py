@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import shared.segmentation_study as study
+import shared.workflow.segmentation_study as study
 from conftest import save_nifti
 from shared.io import InputError, read_csv
-from shared.pipeline import StageRunner
+from shared.workflow.pipeline import StageRunner
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -84,9 +84,9 @@ def test_every_seed_of_every_variant_is_a_stage_and_resumes_alone(tmp_path, monk
 
 
 def test_variant_sets_take_their_pairs_from_the_named_folders(tmp_path):
-    from shared.classical_augmentation import write_augmented_pairs
     from shared.demo.dataset import write_tumour_dataset
     from shared.io import write_csv
+    from shared.segmentation.classical_augmentation import write_augmented_pairs
 
     real = write_tumour_dataset(tmp_path / "real", 3, (24, 24, 24), None, 0, validation_fraction=0.0)
     test = write_tumour_dataset(tmp_path / "test", 2, (24, 24, 24), None, 5, validation_fraction=0.0)

@@ -7,7 +7,13 @@ import pytest
 from scipy import stats
 
 from shared.io import InputError
-from shared.study_statistics import best_by_metric, bootstrap_ci, compare_variants, paired_comparison, wilcoxon_p
+from shared.workflow.study_statistics import (
+    best_by_metric,
+    bootstrap_ci,
+    compare_variants,
+    paired_comparison,
+    wilcoxon_p,
+)
 
 VALUES = [0.61, 0.72, 0.55, 0.80, 0.68, 0.74, 0.59, 0.77]
 

@@ -15,8 +15,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ROOT, bundle_run, copy_bundle_configs, mlflow_client, runs_named
-from shared.accuracy_guard import compare_outputs
+from conftest import (
+    ROOT,
+    bundle_run,
+    cli_values,
+    copy_bundle_configs,
+    missing_bundle_properties,
+    mlflow_client,
+    runs_named,
+)
+from shared.benchmarks.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 from shared.labels import SYNTHSEG_LABEL_IDS
@@ -136,7 +144,7 @@ def test_fast_path_values_of_the_inference_config_reach_the_sampler(monkeypatch)
     parser.read_config("configs/inference.yaml")
     parser.update({"precision": "bf16", "channels_last": True, "decode_roi": [4, 4, 4]})
     assert parser.get_parsed_content("fast_path").describe() == "bf16, channels-last, tiles [4, 4, 4]"
-    assert "fast_path=@fast_path" in parser["evaluator"]["job"]
+    assert parser["job"]["fast_path"] == "@fast_path" and parser["evaluator"]["job"] == "@job"
 
 
 def test_balance_conditions_switches_training_to_inverse_frequency_sampling(trained):
@@ -288,9 +296,28 @@ def test_a_failed_job_ends_its_mlflow_run_as_failed(trained, tmp_path):
     folder = copy_bundle(tmp_path)
     shutil.copytree(trained / "models", folder / "models")
     args = ["--num_samples", "1", "--tracking", "mlflow"]
-    failed = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--guidance_scale", "-1")
-    assert failed.returncode != 0 and "guidance_scale: must be >= 0" in failed.stderr
+    refused = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--guidance_scale", "-1")
+    assert refused.returncode != 0 and "guidance_scale: must be >= 0" in refused.stderr  # refused at parse time
+    grid = folder / "models" / "grid.json"
+    good = grid.read_text()
+    grid.write_text("{not json")  # read inside the job, after its MLflow run has started
+    failed = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--num_inference_steps", "2")
+    assert failed.returncode != 0 and "grid.json" in failed.stderr
+    grid.write_text(good)
     done = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, *args, "--num_inference_steps", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     runs = runs_named(mlflow_client(folder), "inference_")
-    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # the second launch did not reuse the first
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # no run for the refusal; none reused
+
+
+def test_monai_bundle_properties_hold_for_every_train_and_infer_config(trained):
+    """``ConfigWorkflow.check_properties()`` finds every required property (and no wrong optional ID)."""
+    values = {"datalist": str(trained.parent / "data" / "datalist.json"), **cli_values(TINY)}
+    stages = {
+        "train": [["configs/train_autoencoder.yaml", DEMO],
+                  ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml", DEMO]],
+        "infer": [["configs/inference.yaml", DEMO], ["configs/inference.yaml", "configs/evaluate.yaml", DEMO]],
+    }  # fmt: skip
+    for workflow_type, config_lists in stages.items():
+        for configs in config_lists:
+            assert missing_bundle_properties(trained, configs, workflow_type, **values) == [], configs

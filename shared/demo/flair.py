@@ -9,53 +9,13 @@ roughly in ``[0, 1.2]``; background stays near 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 from scipy import ndimage
 
 from shared.demo.fields import WaveField
 from shared.demo.grid import Grid
-
-#: Mean FLAIR intensity per label id (before jitter, bias field and noise).
-FLAIR_MEANS: Final[dict[int, float]] = {
-    0: 0.0,
-    2: 0.55,
-    41: 0.55,  # cerebral white matter
-    3: 0.68,
-    42: 0.68,  # cerebral cortex
-    4: 0.06,
-    43: 0.06,
-    5: 0.07,
-    44: 0.07,
-    14: 0.06,
-    15: 0.07,  # ventricles
-    7: 0.52,
-    46: 0.52,
-    8: 0.70,
-    47: 0.70,  # cerebellum white matter / cortex
-    10: 0.64,
-    49: 0.64,  # thalamus
-    11: 0.70,
-    50: 0.70,  # caudate
-    12: 0.67,
-    51: 0.67,  # putamen
-    13: 0.58,
-    52: 0.58,  # pallidum
-    16: 0.57,  # brain stem
-    17: 0.76,
-    53: 0.76,
-    18: 0.74,
-    54: 0.74,  # hippocampus, amygdala
-    24: 0.09,  # CSF
-    26: 0.70,
-    58: 0.70,  # accumbens
-    28: 0.60,
-    60: 0.60,  # ventral DC
-}
-
-#: Intensity used for label ids missing from :data:`FLAIR_MEANS` (generic grey matter).
-DEFAULT_TISSUE_MEAN: Final[float] = 0.65
+from shared.labels import FLAIR_MEANS, mean_intensity_map
 
 
 @dataclass(frozen=True)
@@ -77,16 +37,6 @@ def draw_rendering(rng: np.random.Generator) -> RenderDraws:
         bias=WaveField.random(rng, 4, (150.0, 400.0), 0.12),
         noise_seed=int(rng.integers(0, 2**31 - 1)),
     )
-
-
-def mean_intensity_map(labels: np.ndarray, gains: dict[int, float] | None = None) -> np.ndarray:
-    """Piecewise-constant image ``(X, Y, Z)`` float32 from label ids."""
-    lookup_ids = np.unique(labels)
-    image = np.zeros(labels.shape, dtype=np.float32)
-    for label_id in lookup_ids.tolist():
-        mean = FLAIR_MEANS.get(label_id, DEFAULT_TISSUE_MEAN) * (gains or {}).get(label_id, 1.0)
-        image[labels == label_id] = mean
-    return image
 
 
 def render_flair(

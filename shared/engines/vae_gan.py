@@ -26,6 +26,7 @@ import torch
 from ignite.metrics import Average
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 from monai.losses import PatchAdversarialLoss
 
 from shared.losses import kl_divergence
@@ -76,6 +77,7 @@ class VaeGanTrainer(Trainer):
         seg_key: batch key of the one-hot segmentation passed to the autoencoder, or ``None``.
         train_handlers: Ignite/MONAI handlers (``StatsHandler``, ``CheckpointSaver``, ...).
         epoch_length: iterations per epoch (default: the loader's length).
+        inferer: runs the autoencoder on a batch (default: MONAI ``SimpleInferer``).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class VaeGanTrainer(Trainer):
         seg_key: str | None = "seg",
         train_handlers: Sequence | None = None,
         epoch_length: int | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
         for name, value in (
             ("kl_weight", kl_weight),
@@ -124,6 +127,7 @@ class VaeGanTrainer(Trainer):
             decollate=True,  # per-sample outputs with the scalar losses replicated, as MONAI's handlers expect
         )
         self.autoencoder = autoencoder
+        self.inferer = inferer if inferer is not None else SimpleInferer()
         self.discriminator = discriminator
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
@@ -157,7 +161,7 @@ class VaeGanTrainer(Trainer):
         # generator (autoencoder) step
         self.autoencoder.train()
         self.g_optimizer.zero_grad(set_to_none=True)
-        recon, z_mu, z_sigma = self.autoencoder(images, *args)
+        recon, z_mu, z_sigma = self.inferer(images, self.autoencoder, *args)
         recon_loss = torch.nn.functional.l1_loss(recon.float(), images.float())
         kl_loss = kl_divergence(z_mu, z_sigma)
         perceptual = self.perceptual_loss(recon.float(), images.float()) if self.perceptual_loss is not None else zero

@@ -8,9 +8,11 @@ unconditional, ``G = 1`` plain conditional, ``G > 1`` pushes samples towards the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
+from monai.inferers import Inferer
 from tqdm.auto import tqdm
 
 from shared.io import InputError
@@ -93,3 +95,47 @@ def sample_with_guidance(
             eps = guided_eps(model, x, t, context, null, guidance_scale)
         x, _ = scheduler.step(eps.float(), t, x, **(step_kwargs or {}))  # fp32 steps under autocast
     return x
+
+
+class GuidedSampler(Inferer):
+    """A MONAI ``Inferer`` for a bundle's sampling loop: noise -> denoised latents.
+
+    It holds what a config sets about sampling (the scheduler, the number of steps, ``G``) and
+    runs :func:`sample_with_guidance`; the bundles' inference configs expose it as ``inferer``.
+
+    Args:
+        scheduler: a MONAI DDPM/DDIM scheduler with the training noise schedule.
+        num_inference_steps: denoising steps.
+        guidance_scale: classifier-free guidance ``G >= 0`` (used when a null context is given).
+        progress: show a progress bar over the steps.
+    """
+
+    def __init__(
+        self, scheduler: object, num_inference_steps: int, guidance_scale: float = 1.0, progress: bool = False
+    ):
+        check_guidance_settings(guidance_scale, num_inference_steps)
+        super().__init__()
+        self.scheduler = scheduler
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = float(guidance_scale)
+        self.progress = progress
+
+    def with_guidance(self, guidance_scale: float) -> GuidedSampler:
+        """The same sampler at another ``G`` (the scheduler is shared)."""
+        return GuidedSampler(self.scheduler, self.num_inference_steps, guidance_scale, self.progress)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        network: EpsModel,
+        context: torch.Tensor | None = None,
+        null: torch.Tensor | None = None,
+        step_kwargs: dict | None = None,
+        **network_kwargs: object,
+    ) -> torch.Tensor:
+        """Denoise ``inputs`` (noise ``(B, C, *spatial)``); ``network_kwargs`` go to every network call (``seg``)."""
+        model = functools.partial(network, **network_kwargs) if network_kwargs else network
+        return sample_with_guidance(
+            model, self.scheduler, inputs, context, null, self.guidance_scale, self.num_inference_steps,
+            self.progress, step_kwargs,
+        )  # fmt: skip

@@ -14,11 +14,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
-from shared.condition_tables import measure_ventricle_rows
-from shared.conditions import MinMaxNormaliser
+from shared.conditioning.features import MinMaxNormaliser
+from shared.conditioning.tables import measure_ventricle_rows
 from shared.fast_path import FastPath
 from shared.io import read_csv, read_datalist, write_csv
 from shared.latents import LatentScaler
+from shared.sampling.guidance import GuidedSampler
 from shared.sampling.mask_generation import generate_label_maps
 from shared.viz import save_figure
 
@@ -43,7 +44,7 @@ def _spearman(c: np.ndarray, volumes: np.ndarray) -> tuple[float, float]:
 def evaluate_guidance(
     autoencoder: Any,
     diffusion: Any,
-    scheduler: Any,
+    inferer: GuidedSampler,
     scaler: LatentScaler,
     normaliser: MinMaxNormaliser,
     grid_path: str | os.PathLike,
@@ -51,7 +52,6 @@ def evaluate_guidance(
     c_grid: Sequence[float],
     guidance_scales: Sequence[float],
     samples_per_c: int,
-    num_inference_steps: int,
     seed: int,
     output_dir: str | os.PathLike,
     real_datalist: str | os.PathLike,
@@ -68,6 +68,8 @@ def evaluate_guidance(
     ``0 <= c <= 1``, since extrapolation beyond it is expected to saturate, as in the paper).
     Generated maps and manifests stay in ``G<value>/`` subfolders.
 
+    ``inferer`` sets the scheduler and steps; its ``G`` is replaced by each of ``guidance_scales``.
+
     Returns:
         The path of ``spearman.csv``.
     """
@@ -83,8 +85,8 @@ def evaluate_guidance(
     )  # fmt: skip
     for g in guidance_scales:
         manifest = generate_label_maps(
-            autoencoder, diffusion, scheduler, scaler, normaliser, grid_path, class_ids, c_values, float(g),
-            num_inference_steps, seed, output_dir / f"G{g:g}", device, batch_size, fast_path=fast_path,
+            autoencoder, diffusion, inferer.with_guidance(float(g)), scaler, normaliser, grid_path, class_ids,
+            c_values, seed, output_dir / f"G{g:g}", device, batch_size, fast_path=fast_path,
         )  # fmt: skip
         rows = read_csv(manifest)
         requested = np.array([float(r["requested_c"]) for r in rows])

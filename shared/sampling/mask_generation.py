@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.conditions import MinMaxNormaliser, measure_ventricles
-from shared.demo.flair import mean_intensity_map
+from shared.conditioning.features import MinMaxNormaliser, measure_ventricles
 from shared.engines.diffusion import make_context, null_context
 from shared.fast_path import FastPath
 from shared.io import read_csv, read_grid_reference, save_volume, write_csv
+from shared.labels import mean_intensity_map
 from shared.latents import LatentScaler, latent_shape
-from shared.sampling.guidance import check_guidance_settings, sample_with_guidance
-from shared.viz import MosaicCase, save_label_mosaic
+from shared.sampling.guidance import GuidedSampler
+from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 MANIFEST_COLUMNS = (
     "file",
@@ -34,30 +34,16 @@ MANIFEST_COLUMNS = (
 )
 
 
-MOSAIC_CASES = 4
-
-
-def mosaic_indices(c_values: Sequence[float], count: int = MOSAIC_CASES) -> list[int]:
-    """Indices of up to ``count`` samples spread evenly over the sorted ``c`` values (smallest first)."""
-    order = np.argsort(np.asarray(c_values, dtype=np.float64), kind="stable")
-    if len(order) == 0:
-        return []
-    picks = np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))
-    return [int(order[k]) for k in picks]
-
-
 @torch.no_grad()
 def generate_label_maps(
     autoencoder: torch.nn.Module,
     diffusion: torch.nn.Module,
-    scheduler: Any,
+    inferer: GuidedSampler,
     scaler: LatentScaler,
     normaliser: MinMaxNormaliser,
     grid_path: str | os.PathLike,
     class_ids: Sequence[int],
     c_values: np.ndarray,
-    guidance_scale: float,
-    num_inference_steps: int,
     seed: int,
     output_dir: str | os.PathLike,
     device: Any = "cpu",
@@ -70,12 +56,12 @@ def generate_label_maps(
     Each sample's initial noise comes from ``seed + index``, so a sample does not depend
     on the batch size or on the other requested conditions. The mosaic shows up to
     ``MOSAIC_CASES`` samples spread over the requested range of ``c``, smallest first.
-    ``fast_path`` sets precision, layout, compilation and tiled decoding (default: eager fp32).
+    ``inferer`` runs the guided sampling loop (scheduler, steps, ``G``); ``fast_path`` sets
+    precision, layout, compilation and tiled decoding (default: eager fp32).
 
     Returns:
         The manifest's path (``output_dir/manifest.csv``).
     """
-    check_guidance_settings(guidance_scale, num_inference_steps)
     output_dir = Path(output_dir)
     shape, affine = read_grid_reference(grid_path)
     ids = np.asarray(class_ids, dtype=np.int16)
@@ -96,16 +82,7 @@ def generate_label_maps(
         c = torch.tensor([c_values[i] for i in indices], dtype=torch.float32, device=device)
         context = make_context(c, torch.ones_like(c, dtype=torch.bool))
         with fast.inference(device):
-            latents = sample_with_guidance(
-                diffusion,
-                scheduler,
-                fast.layout(noise),
-                context,
-                null_context(len(c), device),
-                guidance_scale,
-                num_inference_steps,
-                progress=False,
-            )
+            latents = inferer(fast.layout(noise), diffusion, context, null_context(len(c), device))
             logits = fast.decode(autoencoder.decode_stage_2_outputs, scaler.inverse(latents.float()))
         label_maps = ids[logits.argmax(dim=1).cpu().numpy()]
         for i, labels in zip(indices, label_maps):
@@ -121,8 +98,8 @@ def generate_label_maps(
                     "icv_ml": measures.icv_ml,
                     "achieved_ratio": measures.ratio,
                     "achieved_c": normaliser.transform(measures.ratio),
-                    "guidance_scale": guidance_scale,
-                    "num_inference_steps": num_inference_steps,
+                    "guidance_scale": inferer.guidance_scale,
+                    "num_inference_steps": inferer.num_inference_steps,
                     "seed": seed + i,
                 }
             )

@@ -15,9 +15,8 @@ from tqdm.auto import tqdm
 from shared.fast_path import FastPath
 from shared.io import InputError, load_label_map, read_csv, resolve_volume_inputs, save_volume, write_csv
 from shared.latents import LatentScaler, latent_shape
-from shared.sampling.guidance import check_steps
-from shared.sampling.mask_generation import mosaic_indices
-from shared.viz import MosaicCase, save_label_mosaic
+from shared.sampling.guidance import GuidedSampler
+from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 PAIR_COLUMNS = ("image", "label", "source_label", "seed", "num_inference_steps")
 
@@ -59,11 +58,10 @@ def one_hot(labels: np.ndarray, class_ids: Sequence[int]) -> torch.Tensor:
 def paint_images(
     autoencoder: torch.nn.Module,
     diffusion: torch.nn.Module,
-    scheduler: Any,
+    inferer: GuidedSampler,
     scaler: LatentScaler,
     source: str | os.PathLike,
     class_ids: Sequence[int],
-    num_inference_steps: int,
     seed: int,
     output_dir: str | os.PathLike,
     device: Any = "cpu",
@@ -74,8 +72,10 @@ def paint_images(
 
     Each image starts from the noise of ``seed + index``; the label map is copied unchanged
     next to it (same affine), and its ``ventricle_mask_ldm`` manifest columns, if any, are
-    carried into the pair manifest. ``fast_path`` sets precision, layout and compilation (default:
-    eager fp32); tiled decoding is refused, since the SPADE decoder needs the whole label map.
+    carried into the pair manifest. ``inferer`` runs the sampling loop (scheduler and steps; the
+    label map goes to every network call as ``seg``, no guidance). ``fast_path`` sets precision,
+    layout and compilation (default: eager fp32); tiled decoding is refused, since the SPADE
+    decoder needs the whole label map.
 
     Returns:
         The manifest's path (``output_dir/manifest.csv``).
@@ -83,12 +83,10 @@ def paint_images(
     fast = fast_path or FastPath()
     if fast.decode_roi is not None:
         raise InputError("decode_roi: tiled decoding is not available for SPADE (the decoder needs the whole map)")
-    check_steps(num_inference_steps)
     inputs = label_map_inputs(source)
     output_dir = Path(output_dir)
     fast.prepare(autoencoder)
     fast.prepare(diffusion)
-    scheduler.set_timesteps(num_inference_steps)
     rows: list[dict[str, Any]] = []
     shown = set(mosaic_indices(list(range(len(inputs)))))
     mosaic: list[MosaicCase] = []
@@ -101,10 +99,7 @@ def paint_images(
         z_shape = z_shapes[labels.array.shape]
         latents = torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + index))[None].to(device)
         with fast.inference(device):
-            latents = fast.layout(latents)
-            for t in scheduler.timesteps:
-                eps = diffusion(latents, timesteps=torch.full((1,), int(t), device=device), seg=seg)
-                latents, _ = scheduler.step(eps.float(), t, latents)
+            latents = inferer(fast.layout(latents), diffusion, seg=seg)
             decoded = fast.decode(partial(autoencoder.decode_stage_2_outputs, seg=seg), scaler.inverse(latents))
         image = decoded.clamp(0.0, 1.0)[0, 0].cpu().numpy()
         name = f"pair_{index:04d}.nii.gz"
@@ -113,10 +108,15 @@ def paint_images(
         extra = {k: v for k, v in source_row.items() if k not in PAIR_COLUMNS and k != "file"}
         rows.append(
             {"image": f"images/{name}", "label": f"labels/{name}", "source_label": str(path), "seed": seed + index,
-             "num_inference_steps": num_inference_steps, **extra}
+             "num_inference_steps": inferer.num_inference_steps, **extra}
         )  # fmt: skip
         if index in shown:
             mosaic.append(MosaicCase(image, labels.array, labels.spacing, f"{name} <- {path.name}"))
     save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
     columns = list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
     return write_csv(output_dir / "manifest.csv", rows, columns)
+
+
+def pair_metrics(manifest: str | os.PathLike) -> dict[str, float]:
+    """Summary numbers of a painting manifest, for trackers: the number of image/label pairs written."""
+    return {"num_pairs": float(len(read_csv(manifest)))}

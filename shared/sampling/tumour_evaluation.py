@@ -47,7 +47,7 @@ def count_parameters(*networks: torch.nn.Module) -> int:
     return sum(p.numel() for network in networks for p in network.parameters())
 
 
-def unit_range(volume: np.ndarray) -> torch.Tensor:
+def signed_to_unit_tensor(volume: np.ndarray) -> torch.Tensor:
     """A ``[-1, 1]`` volume as a ``(1, 1, X, Y, Z)`` tensor in ``[0, 1]``."""
     return ((torch.as_tensor(volume, dtype=torch.float32).clamp(-1, 1) + 1.0) / 2.0)[None, None]
 
@@ -69,7 +69,7 @@ def image_quality(
             raise InputError(
                 f"{path}: shape {fake.array.shape} differs from real {reference.path} {reference.array.shape}"
             )
-        y_pred, y = unit_range(fake.array), unit_range(reference.array)
+        y_pred, y = signed_to_unit_tensor(fake.array), signed_to_unit_tensor(reference.array)
         psnr(y_pred, y)
         ssim(y_pred, y)
     return float(psnr.aggregate().item()), float(ssim.aggregate().item())

@@ -17,16 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.conditions import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser, tumour_features
+from shared.conditioning.features import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser, tumour_features
 from shared.fast_path import FastPath
 from shared.io import InputError, read_csv, read_grid_reference, save_volume, write_csv
 from shared.latents import LatentScaler, latent_shape
 from shared.networks.tumour_unet import null_tumour_condition
-from shared.sampling.guidance import check_steps, sample_with_guidance
-from shared.sampling.mask_generation import mosaic_indices
-from shared.viz import MosaicCase, save_label_mosaic
+from shared.sampling.guidance import GuidedSampler
+from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
-SAMPLERS = ("ddpm", "ddim")
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "image",
     "label",
@@ -40,18 +38,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "seed",
     "seconds",
 )
-
-
-def make_scheduler(sampler: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> Any:
-    """MONAI ``DDPMScheduler`` or ``DDIMScheduler`` with the training noise schedule (scaled linear)."""
-    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-
-    if sampler not in SAMPLERS:
-        raise InputError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    schedule = dict(num_train_timesteps=num_train_timesteps, schedule="scaled_linear_beta", beta_start=beta_start)
-    if sampler == "ddim":
-        return DDIMScheduler(**schedule, beta_end=beta_end, prediction_type="epsilon", clip_sample=False)
-    return DDPMScheduler(**schedule, beta_end=beta_end, prediction_type="epsilon", clip_sample=False)
 
 
 def split_pair(decoded: torch.Tensor, keep_largest_component: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
@@ -78,12 +64,11 @@ def split_pair(decoded: torch.Tensor, keep_largest_component: bool = True) -> tu
 def generate_tumour_pairs(
     autoencoder: torch.nn.Module,
     diffusion: torch.nn.Module,
-    scheduler: Any,
+    inferer: GuidedSampler,
     scaler: LatentScaler,
     normaliser: TumourFeatureNormaliser,
     grid_path: str | os.PathLike,
     vectors: np.ndarray,
-    num_inference_steps: int,
     eta: float,
     seed: int,
     output_dir: str | os.PathLike,
@@ -91,12 +76,12 @@ def generate_tumour_pairs(
     batch_size: int = 1,
     progress: bool = True,
     fast_path: FastPath | None = None,
-    guidance_scale: float = 1.0,
     keep_largest_component: bool = True,
 ) -> Path:
     """Sample one pair per tumour vector ``(N, 9)``; write ``images/``, ``labels/``, ``manifest.csv``, ``mosaic.png``.
 
-    ``guidance_scale``: classifier-free guidance ``G`` against the null condition (1: plain
+    ``inferer`` runs the sampling loop (scheduler, steps, ``G``). Its ``guidance_scale`` is
+    classifier-free guidance ``G`` against the null condition (1: plain
     conditional sampling, one pass per step; a model trained with ``condition_dropout`` is needed
     for ``G != 1``). ``keep_largest_component``: keep only the mask's largest piece (see
     :func:`split_pair`); the voxels dropped are the manifest's ``removed_voxels``.
@@ -107,9 +92,6 @@ def generate_tumour_pairs(
     decoding (default: eager fp32); decoding windows must span every slice (``decode_roi``'s
     last size >= the depth), since each slice is decoded with its position. Returns the manifest's path.
     """
-    check_steps(num_inference_steps)
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-        raise InputError(f"guidance_scale: expected a number >= 0, got {guidance_scale!r}")
     if not isinstance(keep_largest_component, bool):
         raise InputError(f"keep_largest_component: expected true or false, got {keep_largest_component!r}")
     if not 0.0 <= float(eta) <= 1.0:
@@ -127,6 +109,8 @@ def generate_tumour_pairs(
         )
     from monai.networks.schedulers import DDIMScheduler
 
+    scheduler, guidance_scale = inferer.scheduler, inferer.guidance_scale
+
     sampler = "ddim" if isinstance(scheduler, DDIMScheduler) else "ddpm"
     rows: list[dict[str, Any]] = []
     mosaic: dict[int, MosaicCase] = {}
@@ -143,10 +127,7 @@ def generate_tumour_pairs(
         with fast.inference(device):
             guided = float(guidance_scale) != 1.0
             null = null_tumour_condition(len(indices), context.shape[1], device) if guided else None
-            latents = sample_with_guidance(
-                diffusion, scheduler, fast.layout(noise.to(device)), context, null, float(guidance_scale),
-                num_inference_steps, progress, step_kwargs,
-            )  # fmt: skip
+            latents = inferer(fast.layout(noise.to(device)), diffusion, context, null, step_kwargs)
             decoded = fast.decode(autoencoder.decode_stage_2_outputs, scaler.inverse(latents))
         seconds = (time.perf_counter() - began) / len(indices)
         for i, pair in zip(indices, decoded):
@@ -162,7 +143,7 @@ def generate_tumour_pairs(
                 tumour_voxels=int(mask.sum()),
                 removed_voxels=removed,
                 sampler=sampler,
-                num_inference_steps=num_inference_steps,
+                num_inference_steps=inferer.num_inference_steps,
                 eta=float(eta) if sampler == "ddim" else "",
                 seed=seed + i,
                 seconds=round(seconds, 3),

@@ -1,7 +1,7 @@
 """Generate labelled pairs in rounds until enough of them pass quality control.
 
 Round ``k`` asks a generator for the pairs still missing (as ``rounds/round_<k>/``, with its
-own ``manifest.csv``), checks each with :mod:`shared.pair_qc`, and stops when ``n_wanted``
+own ``manifest.csv``), checks each with :mod:`shared.workflow.pair_qc`, and stops when ``n_wanted``
 pairs were accepted or after ``max_rounds`` rounds. The folder's ``manifest.csv`` then lists
 *every* candidate, accepted or not, with ``round``, ``qc_status`` and ``qc_reason`` (paths
 relative to the folder; files of round ``k >= 1`` are renamed ``r<k>_<name>`` so that case
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from shared.io import InputError, load_image, load_label_map, read_csv, write_csv, write_json
-from shared.pair_qc import ACCEPTED, TumourQC, VentricleQC, check_manifest, rejection_counts
+from shared.workflow.pair_qc import ACCEPTED, TumourQC, VentricleQC, check_manifest, rejection_counts
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.condition_tables import TUMOURS, VENTRICLES
+from shared.conditioning.tables import TUMOURS, VENTRICLES
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
 from shared.demo.grid import make_grid
 from shared.io import InputError, atomic_path, read_csv, read_datalist, read_json, write_csv, write_json
@@ -163,7 +163,7 @@ def write_demo_report(
         "![tumours](data/tumours/mosaic.png)",
         "",
     ]
-    from shared.segmentation_study import study_report_lines
+    from shared.workflow.segmentation_study import study_report_lines
 
     figures = demo_figures(output_dir, studies) if studies else {}
     if studies:
@@ -215,7 +215,7 @@ def generator_source(output_dir: Path) -> str:
 
 def demo_figures(output_dir: Path, studies: Sequence[str]) -> dict[str, Any]:
     """The figures the report opens with, as JSON (``figures.json``; CI checks them)."""
-    from shared.segmentation_study import generator_figures, segmentation_figures
+    from shared.workflow.segmentation_study import generator_figures, segmentation_figures
 
     return {
         "generators": generator_source(output_dir),
@@ -234,7 +234,7 @@ def answer_section(output_dir: Path, figures: dict[str, Any]) -> list[str]:
 
     ``figures``: :func:`demo_figures` of the run (computed once for this and ``figures.json``).
     """
-    from shared.segmentation_study import answer_lines, generator_lines
+    from shared.workflow.segmentation_study import answer_lines, generator_lines
 
     studies = [study for study in STUDIES if study in figures]
 
@@ -415,8 +415,8 @@ def run_demo_pipeline(
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
         force: rerun every stage even when it finished before.
     """
-    from shared.nnunet_training import TrainingSchedule
-    from shared.segmentation_study import (
+    from shared.segmentation.nnunet_training import TrainingSchedule
+    from shared.workflow.segmentation_study import (
         MASK_BUNDLE,
         SPADE_BUNDLE,
         StudySettings,

@@ -1,6 +1,6 @@
 """Throughput of nnU-Net dataset assembly against a bare nibabel copy of the same files (issue 7).
 
-:func:`measure_assembly` times :func:`shared.nnunet_dataset.assemble_dataset` (validation of every
+:func:`measure_assembly` times :func:`shared.segmentation.nnunet_dataset.assemble_dataset` (validation of every
 pair, label remapping, atomic writes, provenance table) over a folder of image/label pairs, and,
 side by side with the same number of worker processes, the least any tool must do with those
 files: :func:`bare_copy`, a ``nibabel.load`` + ``nibabel.save`` of each file, nothing else. The
@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from shared.io import InputError
-from shared.nnunet_dataset import assemble_dataset, read_pair_sources
+from shared.segmentation.nnunet_dataset import assemble_dataset, read_pair_sources
 
 #: demo dataset kind -> nnU-Net label mapping used when assembling it
 KIND_LABELS = {"brains": "ventricles", "tumours": "whole_tumour"}

@@ -8,7 +8,7 @@ slice-based LDM), under a :class:`shared.fast_path.FastPath`. It reports the med
 per volume, per denoising step and for decoding, the FLOPs of one denoising step
 (``torch.utils.flop_counter``), parameters and the process's peak memory. The first run's
 output is saved so that two variants of the same seed can be compared
-(:mod:`shared.accuracy_guard`).
+(:mod:`shared.benchmarks.accuracy_guard`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def bundle_networks(
 
     if bundle not in BUNDLES:
         raise InputError(f"bundle: expected one of {', '.join(BUNDLES)}, got {bundle!r}")
-    folder = (root or Path(__file__).resolve().parents[1]) / "bundles" / bundle
+    folder = (root or Path(__file__).resolve().parents[2]) / "bundles" / bundle
     parser = ConfigParser()
     parser.read_config([str(folder / name) for name in (*STAGE_CONFIGS, *presets)])
     networks = {name: parser.get_parsed_content(config_id).to(device).eval() for name, config_id in ids.items()}
@@ -125,7 +125,7 @@ def build_sampler(
     from shared.engines.diffusion import make_context, null_context
     from shared.latents import latent_shape
     from shared.networks.slice_stack import SliceStackAutoencoder
-    from shared.sampling.tumour_generation import make_scheduler
+    from shared.sampling.schedulers import make_scheduler
 
     if size not in SIZES:
         raise InputError(f"size: expected one of {', '.join(SIZES)}, got {size!r}")
@@ -269,7 +269,7 @@ def measure(
 
 def compare_decoded(reference: torch.Tensor, candidate: torch.Tensor, output: str) -> dict[str, float]:
     """PSNR of the image channel and Dice of the mask / label map of two decoded outputs of one seed."""
-    from shared.accuracy_guard import image_psnr, label_dice
+    from shared.benchmarks.accuracy_guard import image_psnr, label_dice
 
     a, b = reference.float().numpy()[0], candidate.float().numpy()[0]
     if output == "labels":

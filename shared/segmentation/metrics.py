@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared.conditions import mask_volume_ml
+from shared.conditioning.features import mask_volume_ml
 from shared.io import (
     VOLUME_SUFFIXES,
     InputError,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared.conditions import (
+from shared.conditioning.features import (
     TUMOUR_FEATURE_NAMES,
     MinMaxNormaliser,
     TumourFeatureNormaliser,

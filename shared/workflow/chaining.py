@@ -20,7 +20,7 @@ from shared.io import InputError, read_csv
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout this package lives in
 MASK_BUNDLE = ROOT / "bundles" / "ventricle_mask_ldm"
 SPADE_BUNDLE = ROOT / "bundles" / "spade_mri_ldm"
 
@@ -82,15 +82,56 @@ def run_command(command: Sequence[str], cwd: Path, what: str, env: Mapping[str, 
     logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
 
 
-def run_bundle(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any], what: str) -> None:
+def run_bundle(
+    bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any], what: str, env: Mapping[str, str] | None = None
+) -> None:
     """Run ``python -m monai.bundle run`` in ``bundle``; a failure raises its last error line.
+
+    ``env``: variables set for the run (the tracking parent run's id).
 
     Raises:
         InputError: ``<bundle>: <what> failed: <last line of its error output>``.
     """
     config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_list, *_override_args(overrides)]
-    run_command(command, bundle, what)
+    run_command(command, bundle, what, env=env)
+
+
+#: MLflow experiment of the bundles' runs (MONAI's ``--tracking mlflow`` default) and of the chain's parent run.
+EXPERIMENT = "monai_experiment"
+
+
+class ParentRun:
+    """An MLflow run that the chained bundle runs nest under (``mlflow.parentRunId``).
+
+    Used as a context manager: the run ends FINISHED, or FAILED when the chain raises.
+    """
+
+    def __init__(self, tracking_uri: str, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        from shared.tracking import run_name
+
+        self.client = mlflow.MlflowClient(tracking_uri)
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
+        run = self.client.create_run(
+            experiment_id, run_name=run_name("generate_pairs"), tags={"stage": "generate_pairs"}
+        )
+        self.run_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(self.run_id, key, str(value)[:6000])
+
+    def __enter__(self) -> ParentRun:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        self.client.set_terminated(self.run_id, "FAILED" if kind is not None else "FINISHED")
+
+    def log_artifacts(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
 
 
 def generate_pairs(
@@ -106,6 +147,7 @@ def generate_pairs(
     spade_bundle: str | os.PathLike = SPADE_BUNDLE,
     mask_overrides: Mapping[str, Any] | None = None,
     spade_overrides: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
 ) -> Path:
     """N labelled pairs with a requested ventricle-size distribution, in one folder.
 
@@ -129,6 +171,9 @@ def generate_pairs(
         spade_bundle: the SPADE bundle's folder (trained weights in its ``models/``).
         mask_overrides: further config values for the mask bundle (e.g. another ``ckpt_dir``).
         spade_overrides: further config values for the SPADE bundle.
+        tracking_uri: an MLflow tracking URI (``http://127.0.0.1:5000``, ``sqlite:///mlruns.db``):
+            one parent run with this command's settings and the pair manifest, and both bundle
+            runs (``--tracking mlflow``) nested under it; default: no tracking.
 
     Returns:
         The pair manifest's path.
@@ -150,12 +195,26 @@ def generate_pairs(
     }  # fmt: skip
     if conditions is not None:
         mask_settings["conditions"] = conditions
-    run_bundle(mask_bundle, ["configs/inference.yaml", *presets], {**mask_settings, **(mask_overrides or {})},
-               "label maps (ventricle_mask_ldm)")  # fmt: skip
+    settings = {"num_samples": num_samples, "conditions": conditions, "guidance_scale": guidance_scale,
+                "mask_steps": mask_steps, "image_steps": image_steps, "seed": seed, "preset": preset}  # fmt: skip
     spade_settings = {"label_maps": str(label_maps), "num_inference_steps": image_steps, "seed": seed,
                       "output_dir": str(output_dir)}  # fmt: skip
-    run_bundle(spade_bundle, ["configs/inference.yaml", *presets], {**spade_settings, **(spade_overrides or {})},
-               "images (spade_mri_ldm)")  # fmt: skip
+    mask_values = {**mask_settings, **(mask_overrides or {})}
+    spade_values = {**spade_settings, **(spade_overrides or {})}
+    if tracking_uri is None:
+        run_bundle(mask_bundle, ["configs/inference.yaml", *presets], mask_values, "label maps (ventricle_mask_ldm)")
+        run_bundle(spade_bundle, ["configs/inference.yaml", *presets], spade_values, "images (spade_mri_ldm)")
+    else:
+        from shared.tracking import PARENT_RUN_ENV
+
+        tracking = {"tracking": "mlflow", "tracking_uri": str(tracking_uri)}
+        with ParentRun(str(tracking_uri), settings) as parent:
+            env = {PARENT_RUN_ENV: parent.run_id}
+            run_bundle(mask_bundle, ["configs/inference.yaml", *presets], {**mask_values, **tracking},
+                       "label maps (ventricle_mask_ldm)", env)  # fmt: skip
+            run_bundle(spade_bundle, ["configs/inference.yaml", *presets], {**spade_values, **tracking},
+                       "images (spade_mri_ldm)", env)  # fmt: skip
+            parent.log_artifacts([output_dir / "manifest.csv", output_dir / "mosaic.png"])
     manifest = output_dir / "manifest.csv"
     logger.info("%d labelled pairs in %s (manifest %s)", len(read_csv(manifest)), output_dir, manifest.name)
     return manifest

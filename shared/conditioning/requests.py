@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.conditions import MinMaxNormaliser
+from shared.conditioning.features import MinMaxNormaliser
 from shared.io import InputError
 
 REQUEST_KINDS = ("range", "uniform", "histogram", "volumes_ml")

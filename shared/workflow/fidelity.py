@@ -33,7 +33,7 @@ TISSUES: dict[str, tuple[int, ...]] = {
 COLUMNS = ("tissue", "real_mean", "real_sd", "n_real", "generated_mean", "generated_sd", "n_generated")
 
 
-def scale_to_unit(image: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+def percentiles_to_unit(image: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
     """Intensities mapped linearly from their ``lower`` / ``upper`` percentiles to [0, 1], clipped."""
     lo, hi = np.percentile(image, [lower, upper])
     if hi <= lo:
@@ -43,7 +43,7 @@ def scale_to_unit(image: np.ndarray, lower: float = 0.5, upper: float = 99.5) ->
 
 def tissue_means(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Mean of the scaled ``image`` under each tissue of ``labels`` (NaN where a tissue is absent)."""
-    scaled = scale_to_unit(image)
+    scaled = percentiles_to_unit(image)
     means = {}
     for tissue, ids in TISSUES.items():
         mask = np.isin(labels, ids)

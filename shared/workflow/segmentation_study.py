@@ -8,7 +8,7 @@
   generate FLAIR + mask pairs with random consistent tumour conditions, assemble real and
   augmented sets (whole tumour), train, evaluate on a hold-out of new tumour cases.
 
-Each step is a stage of :class:`shared.pipeline.StageRunner` (skipped when done with the same
+Each step is a stage of :class:`shared.workflow.pipeline.StageRunner` (skipped when done with the same
 parameters). Bundles run through ``python -m monai.bundle run`` and nnU-Net through
 ``scripts/train_segmentation.py``, each in its own process (nnU-Net takes its folders from the
 environment at import), with their logs and progress bars on this terminal. Models, generated
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from shared.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
-from shared.generation_rounds import accepted_rows, generate_with_qc
 from shared.io import InputError, read_csv, read_grid_reference, write_csv
-from shared.nnunet_dataset import assemble_dataset, dataset_folder, dataset_id_of, read_pair_sources
-from shared.pair_qc import TumourQC, VentricleQC
-from shared.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
+from shared.segmentation.nnunet_dataset import assemble_dataset, dataset_folder, dataset_id_of, read_pair_sources
+from shared.workflow.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
+from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
+from shared.workflow.pair_qc import TumourQC, VentricleQC
+from shared.workflow.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def assemble_study_sets(
     """Every variant's nnU-Net set (``datasets``: variant -> folder); extra pairs from ``pair_folders``.
 
     A variant with several pair folders gets a merged manifest under ``merged_root/<variant>``.
-    ``kwargs`` go to :func:`shared.nnunet_dataset.assemble_dataset` (labels, real_sections ...).
+    ``kwargs`` go to :func:`shared.segmentation.nnunet_dataset.assemble_dataset` (labels, real_sections ...).
     """
     written = {}
     for variant, folder in datasets.items():
@@ -283,15 +283,15 @@ def evaluate_study(
     ``bland_altman.png``: predicted against true volume.
     """
     from shared.io import atomic_path
-    from shared.segmentation_metrics import (
+    from shared.segmentation.metrics import (
         CASE_COLUMNS,
         evaluate_models,
         label_volumes_ml,
         summarise,
         summary_markdown,
     )  # fmt: skip
-    from shared.study_statistics import compare_variants, mean_over_seeds
     from shared.viz import save_bland_altman_plot, save_error_plot
+    from shared.workflow.study_statistics import compare_variants, mean_over_seeds
 
     truth = next(iter(datasets.values())) / "labelsTs"
     training_volumes = {variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()}
@@ -394,7 +394,7 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
         )  # fmt: skip
 
     def generate() -> None:
-        from shared.segmentation_metrics import label_volumes_ml
+        from shared.segmentation.metrics import label_volumes_ml
 
         icv = float(np.median(label_volumes_ml(brains / "labels")))
         qc = VentricleQC(
@@ -407,7 +407,7 @@ def run_ventricle_study(runner: Any, out: Path, brains: Path, data: dict[str, An
     runner.run("generate_ventricle_pairs", params, generate)
     pair_folders = {"generated": generated, "domain_randomised": out / "generated" / "domain_randomised"}
     if "real_dr" in variants:
-        from shared.domain_randomisation import write_randomised_pairs
+        from shared.segmentation.domain_randomisation import write_randomised_pairs
 
         runner.run(
             "domain_randomised_brains", params,
@@ -472,7 +472,7 @@ def run_tumour_study(runner: Any, out: Path, tumours: Path, data: dict[str, Any]
     pair_folders = {"generated": generated, "classical": out / "generated" / "classical"}
     real_sections = ["training", "validation"]
     if any("classical" in VARIANT_SOURCES[v][1] for v in variants):
-        from shared.classical_augmentation import write_augmented_pairs
+        from shared.segmentation.classical_augmentation import write_augmented_pairs
 
         runner.run(
             "classical_augmentation", params,
@@ -516,7 +516,7 @@ def generator_figures(out: Path, study: str) -> dict[str, Any]:
     figures: dict[str, Any] = {"qc": qc}
     for name, group in groups.items():
         if study == "ventricles":
-            from shared.segmentation_metrics import label_volumes_ml
+            from shared.segmentation.metrics import label_volumes_ml
 
             real_icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
             c = [float(r["requested_c"]) for r in group]
@@ -551,7 +551,7 @@ def segmentation_figures(out: Path, study: str) -> dict[str, Any]:
 
 def answer_lines(out: Path, study: str) -> list[str]:
     """The report's opening table of one study: best variant per metric, with its CI."""
-    from shared.study_statistics import best_by_metric
+    from shared.workflow.study_statistics import best_by_metric
 
     comparison = read_csv(out / "evaluation" / study / "comparison.csv")
     rows = [{**r, "mean": float(r["mean"])} for r in comparison]

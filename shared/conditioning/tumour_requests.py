@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.conditions import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser
+from shared.conditioning.features import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser
 from shared.io import InputError, read_csv, read_datalist, read_json, write_json
 
 logger = logging.getLogger(__name__)
