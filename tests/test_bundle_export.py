@@ -155,3 +155,43 @@ def test_recipe_values_are_baked_into_the_keys_that_define_them(tmp_path):
     assert (tmp_path / "a.yaml").read_text().startswith("size: [8, 8]  # recipe\nname: x\n")
     with pytest.raises(InputError, match="block spans several lines"):
         bake_values(tmp_path, {"block": 2}, "recipe")
+
+
+#: Keys a stage config may define otherwise than the training configs.
+OWN_KEYS = {"imports", "initialize", "run", "run_name", "latent_scaler", "dataset_dir"}
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_inference_configs_repeat_the_training_configs_network_values(bundle):
+    """No cross-file references (they would resolve from the current folder); the repeated values agree."""
+    from monai.bundle import ConfigParser
+
+    configs = ROOT / "bundles" / bundle / "configs"
+    stages = ("train_autoencoder", "train_diffusion")
+    training = {name: ConfigParser.load_config_file(configs / f"{name}.yaml") for name in stages}
+    for name in ("inference", "evaluate", "prepare"):
+        path = configs / f"{name}.yaml"
+        if not path.is_file():
+            continue
+        assert '"%configs/' not in path.read_text(), path
+        values = ConfigParser.load_config_file(path)
+        for stage, stage_values in training.items():
+            for key in sorted((set(values) & set(stage_values)) - OWN_KEYS):
+                assert values[key] == stage_values[key], f"{path.name}#{key} differs from {stage}.yaml"
+
+
+def test_a_workflow_runs_from_another_folder_with_its_bundle_root(tmp_path, monkeypatch):
+    """``create_workflow(..., bundle_root=...)`` from elsewhere: nothing resolves from the current folder."""
+    from monai.bundle import create_workflow
+
+    source = ROOT / "bundles" / "ventricle_mask_ldm"
+    monkeypatch.chdir(tmp_path)
+    workflow = create_workflow(
+        config_file=[str(source / "configs" / "inference.yaml"), str(source / "configs" / "presets" / "science.yaml")],
+        workflow_type="infer", bundle_root=str(source), ckpt_dir=str(source / "starter"), num_samples=1,
+        num_inference_steps=1, output_dir=str(tmp_path / "out"), meta_file=str(source / "configs" / "metadata.json"),
+        logging_file=str(source / "configs" / "logging.conf"),
+    )  # fmt: skip
+    assert workflow.check_properties() == []
+    workflow.run()
+    assert (tmp_path / "out" / "mask_0000.nii.gz").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
