@@ -47,3 +47,14 @@ def destroy_process_group() -> None:
     """Leave the process group if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def world_size() -> int:
+    """Number of processes in the group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

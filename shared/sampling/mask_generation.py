@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from shared import distributed
 from shared.conditioning.features import MinMaxNormaliser, measure_ventricles
 from shared.engines.diffusion import make_context, null_context
 from shared.fast_path import FastPath
-from shared.io import read_csv, read_grid_reference, save_volume, write_csv
+from shared.io import load_label_map, read_csv, read_grid_reference, save_volume, write_csv
 from shared.labels import mean_intensity_map
 from shared.latents import LatentScaler, latent_shape
 from shared.sampling.guidance import GuidedSampler
+from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings, unfinished
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 MANIFEST_COLUMNS = (
@@ -28,6 +30,7 @@ MANIFEST_COLUMNS = (
     "icv_ml",
     "achieved_ratio",
     "achieved_c",
+    "sampler",
     "guidance_scale",
     "num_inference_steps",
     "seed",
@@ -54,7 +57,9 @@ def generate_label_maps(
     """Sample one label map per ``c``, save them, and write ``manifest.csv`` and ``mosaic.png``.
 
     Each sample's initial noise comes from ``seed + index``, so a sample does not depend
-    on the batch size or on the other requested conditions. The mosaic shows up to
+    on the batch size or on the other requested conditions. Under torchrun the batches are
+    shared among the ranks and rank 0 writes the manifest; finished samples of an earlier run
+    with the same settings are kept (:mod:`shared.sampling.sharding`). The mosaic shows up to
     ``MOSAIC_CASES`` samples spread over the requested range of ``c``, smallest first.
     ``inferer`` runs the guided sampling loop (scheduler, steps, ``G``); ``fast_path`` sets
     precision, layout, compilation and tiled decoding (default: eager fp32).
@@ -69,13 +74,17 @@ def generate_label_maps(
     fast.prepare(autoencoder)
     fast.prepare(diffusion)
     z_shape = latent_shape(autoencoder, len(ids), shape, device)
-    rows: list[dict[str, Any]] = []
-    mosaic: dict[int, MosaicCase] = {}
     shown = mosaic_indices(c_values)
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
     requested_ratios = np.atleast_1d(normaliser.inverse(np.asarray(c_values, dtype=np.float64)))
-    for start in tqdm(range(0, len(c_values), batch_size), desc="label maps", unit="batch", disable=not progress):
-        indices = range(start, min(start + batch_size, len(c_values)))
+    names = [f"mask_{i:04d}.nii.gz" for i in range(len(c_values))]
+    requests = [float(c) for c in c_values]
+    settings = sampling_settings(inferer, seed, batch_size, fast, autoencoder, diffusion, class_ids=ids.tolist())
+    ledger = SampleLedger(output_dir, {"bundle": "ventricle_mask_ldm", **settings})
+    mine = batches_of_this_rank(len(c_values), batch_size)
+    for indices in tqdm(mine, desc="label maps", unit="batch", disable=not progress):
+        if not unfinished(ledger, indices, names, requests):
+            continue  # made by an earlier run with the same settings
         noise = torch.stack(
             [torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + i)) for i in indices]
         ).to(device)
@@ -86,28 +95,35 @@ def generate_label_maps(
             logits = fast.decode(autoencoder.decode_stage_2_outputs, scaler.inverse(latents.float()))
         label_maps = ids[logits.argmax(dim=1).cpu().numpy()]
         for i, labels in zip(indices, label_maps):
-            name = f"mask_{i:04d}.nii.gz"
-            save_volume(output_dir / name, labels, affine, dtype=np.int16)
+            save_volume(output_dir / names[i], labels, affine, dtype=np.int16)
             measures = measure_ventricles(labels, affine)
-            rows.append(
-                {
-                    "file": name,
-                    "requested_c": float(c_values[i]),
-                    "requested_ratio": float(requested_ratios[i]),
-                    "ventricle_ml": measures.ventricle_ml,
-                    "icv_ml": measures.icv_ml,
-                    "achieved_ratio": measures.ratio,
-                    "achieved_c": normaliser.transform(measures.ratio),
-                    "guidance_scale": inferer.guidance_scale,
-                    "num_inference_steps": inferer.num_inference_steps,
-                    "seed": seed + i,
-                }
-            )
-            if i in shown:
-                title = f"{name} c={c_values[i]:.2f} -> {measures.ventricle_ml:.1f} mL"
-                mosaic[i] = MosaicCase(mean_intensity_map(labels), labels, spacing, title)
-    save_label_mosaic(output_dir / "mosaic.png", [mosaic[i] for i in shown], focus="ventricles")
-    return write_csv(output_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
+            row = {
+                "file": names[i],
+                "requested_c": float(c_values[i]),
+                "requested_ratio": float(requested_ratios[i]),
+                "ventricle_ml": measures.ventricle_ml,
+                "icv_ml": measures.icv_ml,
+                "achieved_ratio": measures.ratio,
+                "achieved_c": normaliser.transform(measures.ratio),
+                "sampler": settings["sampler"],
+                "guidance_scale": inferer.guidance_scale,
+                "num_inference_steps": inferer.num_inference_steps,
+                "seed": seed + i,
+            }
+            ledger.mark(names[i], row, [names[i]], requests[i])
+    distributed.barrier()
+    manifest = output_dir / "manifest.csv"
+    if distributed.is_rank_zero():
+        rows = ledger.rows(names, requests)
+        mosaic = []
+        for i in shown:
+            labels = load_label_map(output_dir / names[i]).array
+            title = f"{names[i]} c={c_values[i]:.2f} -> {float(rows[i]['ventricle_ml']):.1f} mL"
+            mosaic.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+        write_csv(manifest, rows, MANIFEST_COLUMNS)
+    distributed.barrier()
+    return manifest
 
 
 def manifest_metrics(manifest: str | os.PathLike) -> dict[str, float]:

@@ -12,13 +12,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from shared import distributed
 from shared.fast_path import FastPath
-from shared.io import InputError, load_label_map, read_csv, resolve_volume_inputs, save_volume, write_csv
+from shared.io import (
+    InputError,
+    load_image,
+    load_label_map,
+    load_volume,
+    read_csv,
+    resolve_volume_inputs,
+    save_volume,
+    write_csv,
+)
 from shared.latents import LatentScaler, latent_shape
 from shared.sampling.guidance import GuidedSampler
+from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
-PAIR_COLUMNS = ("image", "label", "source_label", "seed", "num_inference_steps")
+PAIR_COLUMNS = ("image", "label", "source_label", "seed", "sampler", "num_inference_steps")
 
 
 def label_map_inputs(source: str | os.PathLike) -> list[tuple[Path, dict[str, str]]]:
@@ -87,11 +98,17 @@ def paint_images(
     output_dir = Path(output_dir)
     fast.prepare(autoencoder)
     fast.prepare(diffusion)
-    rows: list[dict[str, Any]] = []
-    shown = set(mosaic_indices(list(range(len(inputs)))))
-    mosaic: list[MosaicCase] = []
+    shown = mosaic_indices(list(range(len(inputs))))
+    names = [f"pair_{index:04d}.nii.gz" for index in range(len(inputs))]
+    requests = [str(path) for path, _ in inputs]
+    settings = sampling_settings(inferer, seed, 1, fast, autoencoder, diffusion, class_ids=[int(k) for k in class_ids])
+    ledger = SampleLedger(output_dir, {"bundle": "spade_mri_ldm", **settings})
     z_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
-    for index, (path, source_row) in enumerate(tqdm(inputs, desc="images", unit="map", disable=not progress)):
+    mine = [batch[0] for batch in batches_of_this_rank(len(inputs), 1)]
+    for index in tqdm(mine, desc="images", unit="map", disable=not progress):
+        if ledger.finished(names[index], requests[index]) is not None:
+            continue  # made by an earlier run with the same settings
+        path, source_row = inputs[index]
         labels = load_label_map(path, allowed_labels=class_ids)
         seg = one_hot(labels.array, class_ids).to(device)
         if labels.array.shape not in z_shapes:  # one encoder probe per grid, not per map
@@ -102,19 +119,30 @@ def paint_images(
             latents = inferer(fast.layout(latents), diffusion, seg=seg)
             decoded = fast.decode(partial(autoencoder.decode_stage_2_outputs, seg=seg), scaler.inverse(latents))
         image = decoded.clamp(0.0, 1.0)[0, 0].cpu().numpy()
-        name = f"pair_{index:04d}.nii.gz"
+        name = names[index]
         save_volume(output_dir / "images" / name, image.astype(np.float32), labels.affine, dtype=np.float32)
         save_volume(output_dir / "labels" / name, labels.array, labels.affine, dtype=np.int16)
         extra = {k: v for k, v in source_row.items() if k not in PAIR_COLUMNS and k != "file"}
-        rows.append(
-            {"image": f"images/{name}", "label": f"labels/{name}", "source_label": str(path), "seed": seed + index,
-             "num_inference_steps": inferer.num_inference_steps, **extra}
-        )  # fmt: skip
-        if index in shown:
-            mosaic.append(MosaicCase(image, labels.array, labels.spacing, f"{name} <- {path.name}"))
-    save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
-    columns = list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
-    return write_csv(output_dir / "manifest.csv", rows, columns)
+        row = {"image": f"images/{name}", "label": f"labels/{name}", "source_label": str(path), "seed": seed + index,
+               "sampler": settings["sampler"], "num_inference_steps": inferer.num_inference_steps, **extra}  # fmt: skip
+        ledger.mark(name, row, [row["image"], row["label"]], requests[index])
+    distributed.barrier()
+    manifest = output_dir / "manifest.csv"
+    if distributed.is_rank_zero():
+        rows = ledger.rows(names, requests)
+        mosaic = []
+        for index in shown:
+            image, labels = (
+                load_image(output_dir / rows[index]["image"]),
+                load_volume(output_dir / rows[index]["label"]),
+            )
+            title = f"{names[index]} <- {Path(rows[index]['source_label']).name}"
+            mosaic.append(MosaicCase(image.array, labels.array, labels.spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
+        columns = list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
+        write_csv(manifest, rows, columns)
+    distributed.barrier()
+    return manifest
 
 
 def pair_metrics(manifest: str | os.PathLike) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Generating FLAIR + tumour-mask pairs with the slice-based LDM (or the 3D-LDM baseline).
 
-Sampling runs DDPM or DDIM (``eta`` configurable) on the stacked latent, the slices are decoded
+Sampling runs DDPM, DDIM (``eta`` configurable), PNDM or DPM-Solver++ on the stacked latent, the slices are decoded
 in chunks with their positions, the mask channel is thresholded at 0 (by default keeping only its
 largest connected piece, see :func:`split_pair`), and every pair is written with a manifest of
 requested and achieved tumour features and a mosaic.
@@ -17,12 +17,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from shared import distributed
 from shared.conditioning.features import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser, tumour_features
 from shared.fast_path import FastPath
-from shared.io import InputError, read_csv, read_grid_reference, save_volume, write_csv
+from shared.io import InputError, load_image, load_volume, read_csv, read_grid_reference, save_volume, write_csv
 from shared.latents import LatentScaler, latent_shape
 from shared.networks.tumour_unet import null_tumour_condition
 from shared.sampling.guidance import GuidedSampler
+from shared.sampling.schedulers import sampler_name, stochastic_step_kwargs
+from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings, unfinished
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -107,23 +110,24 @@ def generate_tumour_pairs(
             f"decode_roi: the last size must cover all {z_shape[-1]} slices (each is decoded with its position), "
             f"got {list(fast.decode_roi)}"
         )
-    from monai.networks.schedulers import DDIMScheduler
-
     scheduler, guidance_scale = inferer.scheduler, inferer.guidance_scale
-
-    sampler = "ddim" if isinstance(scheduler, DDIMScheduler) else "ddpm"
-    rows: list[dict[str, Any]] = []
-    mosaic: dict[int, MosaicCase] = {}
+    sampler = sampler_name(scheduler)
     shown = mosaic_indices(vectors[:, 0])
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-    for start in tqdm(range(0, len(vectors), batch_size), desc="tumour pairs", unit="batch", disable=not progress):
-        indices = range(start, min(start + batch_size, len(vectors)))
+    names = [f"pair_{i:04d}.nii.gz" for i in range(len(vectors))]
+    requests = [[float(v) for v in vector] for vector in vectors]
+    extra = {"eta": float(eta), "keep_largest_component": keep_largest_component}
+    settings = sampling_settings(inferer, seed, batch_size, fast, autoencoder, diffusion, **extra)
+    ledger = SampleLedger(output_dir, {"bundle": "slice_based_ldm_brats", **settings})
+    mine = batches_of_this_rank(len(vectors), batch_size)
+    for indices in tqdm(mine, desc="tumour pairs", unit="batch", disable=not progress):
+        if not unfinished(ledger, indices, names, requests):
+            continue  # made by an earlier run with the same settings
+        start = indices[0]
         began = time.perf_counter()
         noise = torch.stack([torch.randn(z_shape, generator=torch.Generator().manual_seed(seed + i)) for i in indices])
         context = torch.as_tensor(vectors[list(indices)], dtype=torch.float32, device=device)
-        step_kwargs: dict[str, Any] = {"generator": torch.Generator(device=device).manual_seed(seed + start)}
-        if sampler == "ddim":
-            step_kwargs["eta"] = float(eta)
+        step_kwargs = stochastic_step_kwargs(scheduler, eta, torch.Generator(device=device).manual_seed(seed + start))
         with fast.inference(device):
             guided = float(guidance_scale) != 1.0
             null = null_tumour_condition(len(indices), context.shape[1], device) if guided else None
@@ -132,7 +136,7 @@ def generate_tumour_pairs(
         seconds = (time.perf_counter() - began) / len(indices)
         for i, pair in zip(indices, decoded):
             image, mask, removed = split_pair(pair, keep_largest_component)
-            name = f"pair_{i:04d}.nii.gz"
+            name = names[i]
             save_volume(output_dir / "images" / name, image, affine, dtype=np.float32)
             save_volume(output_dir / "labels" / name, mask, affine, dtype=np.uint8)
             achieved = normaliser.transform(tumour_features(mask))
@@ -148,12 +152,21 @@ def generate_tumour_pairs(
                 seed=seed + i,
                 seconds=round(seconds, 3),
             )
-            rows.append(row)
-            if i in shown:
-                title = f"{name} volume {vectors[i][0]:.2f} -> {achieved[0]:.2f}"
-                mosaic[i] = MosaicCase((image + 1.0) / 2.0, mask, spacing, title)
-    save_label_mosaic(output_dir / "mosaic.png", [mosaic[i] for i in shown], focus="labels")
-    return write_csv(output_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
+            ledger.mark(name, row, [row["image"], row["label"]], requests[i])
+    distributed.barrier()
+    manifest = output_dir / "manifest.csv"
+    if distributed.is_rank_zero():
+        rows = ledger.rows(names, requests)
+        mosaic = []
+        for i in shown:
+            image = load_image(output_dir / rows[i]["image"]).array
+            mask = load_volume(output_dir / rows[i]["label"]).array
+            title = f"{names[i]} volume {vectors[i][0]:.2f} -> {float(rows[i]['achieved_volume']):.2f}"
+            mosaic.append(MosaicCase((image + 1.0) / 2.0, mask, spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="labels")
+        write_csv(manifest, rows, MANIFEST_COLUMNS)
+    distributed.barrier()
+    return manifest
 
 
 def tumour_manifest_metrics(manifest: str | os.PathLike) -> dict[str, float]:
