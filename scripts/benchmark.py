@@ -10,6 +10,7 @@ Usage (from the project root)::
     python scripts/benchmark.py run --device cuda --variants fp32,fast,fp16
     python scripts/benchmark.py one slice_based_ldm_brats --size demo --precision bf16 --steps 5
     python scripts/benchmark.py assembly --cases 16 --runs 3    # nnU-Net set assembly vs bare nibabel
+    python scripts/benchmark.py solvers                 # paper size: the papers' samplers vs fewer-step recipes
 
 ``run`` measures every bundle x size x variant in its own process (so the peak RSS is that
 variant's) and writes ``results.md`` and ``results.csv`` to ``--output_dir`` (default
@@ -70,6 +71,15 @@ ASSEMBLY_NOTES = (
     "bare: nibabel load + save of every image and label, nothing else; assembly: `assemble_dataset`",
     "(validation, label remapping, atomic writes, provenance). Both in the same worker processes, runs",
     "alternating; seconds: medians; ratio: assembly / bare.",
+)
+SOLVER_COLUMNS = (
+    "bundle", "recipe", "guided_evals", "single_evals", "sampling_s", "decode_s", "seconds_per_volume", "speedup",
+)  # fmt: skip
+SOLVER_COST_COLUMNS = ("bundle", "operation", "seconds", "gflop", "gflop_per_second", "fraction_of_cpu_peak")
+SOLVER_NOTES = (
+    "seconds_per_volume = guided_evals x (guided step) + single_evals x (single step) + decode, each measured",
+    "once per bundle in this run (solver_costs.md); speedup: against the first (the paper's) recipe of the bundle.",
+    'Which recipes keep the paper\'s quality: the quality-vs-steps study (README, "Fewer sampling steps").',
 )
 #: demo dataset kind -> its default grid (the SPADE LDM's and the BraTS grid of the papers)
 ASSEMBLY_SHAPES = {"brains": (96, 128, 96), "tumours": (192, 192, 96)}
@@ -212,6 +222,53 @@ def run(
     return str(table)
 
 
+def solvers(
+    bundles: Any = "all",
+    size: str = "paper",
+    runs: int = 1,
+    warmup: int = 1,
+    device: str = "cpu",
+    output_dir: str = "benchmarks/results",
+) -> str:
+    """Seconds per volume of the papers' samplers against the fewer-step recipes, same networks, one run.
+
+    Times one network evaluation (guided and single for the mask LDM), one decode (and, for the
+    slice-based LDM, a compiled decode) per bundle, composes each recipe of
+    ``shared.benchmarks.solver_speed.RECIPES`` from them, and writes ``solvers.md`` / ``solvers.csv``
+    (recipes, ratios) and ``solver_costs.csv`` (FLOPs, FLOP/s, fraction of the CPU's fp32 peak).
+
+    Args:
+        bundles: comma-separated bundle names, or ``all``.
+        size: ``paper`` (default) or ``demo``.
+        runs: timed calls per operation (median); ``warmup``: untimed calls before them.
+        device: ``cpu`` or ``cuda[:N]``.
+        output_dir: where the tables go.
+    """
+    from tqdm.auto import tqdm
+
+    from shared.benchmarks.networks import BUNDLES, SIZES, machine_description
+    from shared.benchmarks.solver_speed import cost_rows, measure_costs, recipe_rows
+
+    bundle_names = _names(bundles, BUNDLES, "bundles")
+    _names(size, SIZES, "size")
+    command = shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]])
+    recipes, costs = [], []
+    for bundle in tqdm(bundle_names, desc="solvers", unit="bundle"):
+        measured = measure_costs(bundle, size, device, runs, warmup)
+        recipes += recipe_rows(measured)
+        costs += cost_rows(measured)
+        mine = [r for r in recipes if r["bundle"] == bundle]
+        tqdm.write(f"{bundle}: " + ", ".join(f"{r['recipe']} {r['seconds_per_volume']:.0f} s" for r in mine))
+    machine = machine_description(device)
+    write_tables(costs, Path(output_dir), machine, command, SOLVER_COST_COLUMNS, "solver_costs",
+                 "Cost of one network evaluation and one decode", ())  # fmt: skip
+    table = write_tables(recipes, Path(output_dir), machine, command, SOLVER_COLUMNS, "solvers",
+                         "Seconds per volume: the papers' samplers and fewer-step recipes", SOLVER_NOTES)  # fmt: skip
+    print(table.read_text())
+    print((Path(output_dir) / "solver_costs.md").read_text())
+    return str(table)
+
+
 def assembly(
     kinds: Any = "brains,tumours",
     cases: int = 16,
@@ -256,4 +313,4 @@ def assembly(
 
 
 if __name__ == "__main__":
-    run_cli({"run": run, "one": one, "assembly": assembly})
+    run_cli({"run": run, "one": one, "assembly": assembly, "solvers": solvers})

@@ -59,6 +59,7 @@ class Sampler:
         latent_shape: ``(C, *latent_spatial)``.
         output: how the decoded output is read: ``labels`` (argmax of class logits),
             ``image`` (one channel in [0, 1]) or ``pair`` (FLAIR in [-1, 1] + mask channel).
+        single_pass: the mask LDM only: one unguided denoising step (one network pass at batch 1).
     """
 
     networks: dict[str, torch.nn.Module]
@@ -67,6 +68,7 @@ class Sampler:
     decode: Callable[[torch.Tensor], torch.Tensor]
     latent_shape: tuple[int, ...]
     output: str
+    single_pass: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def bundle_networks(
@@ -148,7 +150,8 @@ def build_sampler(
         context, null = make_context(c, torch.ones(1, dtype=torch.bool, device=device)), null_context(1, device)
         z_shape = latent_shape(autoencoder, parser.get_parsed_content("num_classes"), shape, device)
         denoise = partial(_guided, diffusion, scheduler, context, null)
-        return Sampler(networks, shape, denoise, autoencoder.decode_stage_2_outputs, z_shape, "labels")
+        single = partial(_guided, diffusion, scheduler, context, None, steps=1)
+        return Sampler(networks, shape, denoise, autoencoder.decode_stage_2_outputs, z_shape, "labels", single)
     if bundle == "spade_mri_ldm":
         num_classes = parser.get_parsed_content("num_classes")
         seg = torch.nn.functional.one_hot(synthetic_label_map(num_classes, shape), num_classes)
