@@ -11,15 +11,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared import distributed
 from shared.conditioning.features import MinMaxNormaliser, measure_ventricles
 from shared.engines.diffusion import make_context, null_context
 from shared.fast_path import FastPath
-from shared.io import load_label_map, read_csv, read_grid_reference, save_volume, write_csv
+from shared.io import load_label_map, read_csv, read_grid_reference, save_volume
 from shared.labels import mean_intensity_map
 from shared.latents import LatentScaler, latent_shape
 from shared.sampling.guidance import GuidedSampler
-from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings, unfinished
+from shared.sampling.sharding import (
+    SampleLedger,
+    batches_of_this_rank,
+    sampling_settings,
+    unfinished,
+    write_manifest_when_done,
+)
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 MANIFEST_COLUMNS = (
@@ -111,19 +116,16 @@ def generate_label_maps(
                 "seed": seed + i,
             }
             ledger.mark(names[i], row, [names[i]], requests[i])
-    distributed.barrier()
-    manifest = output_dir / "manifest.csv"
-    if distributed.is_rank_zero():
-        rows = ledger.rows(names, requests)
-        mosaic = []
+
+    def mosaic(rows: list[dict[str, Any]]) -> None:
+        cases = []
         for i in shown:
             labels = load_label_map(output_dir / names[i]).array
             title = f"{names[i]} c={c_values[i]:.2f} -> {float(rows[i]['ventricle_ml']):.1f} mL"
-            mosaic.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
-        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
-        write_csv(manifest, rows, MANIFEST_COLUMNS)
-    distributed.barrier()
-    return manifest
+            cases.append(MosaicCase(mean_intensity_map(labels), labels, spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", cases, focus="ventricles")
+
+    return write_manifest_when_done(ledger, names, requests, MANIFEST_COLUMNS, mosaic)
 
 
 def manifest_metrics(manifest: str | os.PathLike) -> dict[str, float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +121,26 @@ def sampling_settings(inferer: Any, seed: int, batch_size: int, fast_path: Any, 
         "weights": weights_fingerprint(*networks),
         **extra,
     }
+
+
+def write_manifest_when_done(
+    ledger: SampleLedger,
+    names: Sequence[str],
+    requests: Sequence[Any],
+    columns: Sequence[str] | Callable[[list[dict[str, Any]]], Sequence[str]],
+    mosaic: Callable[[list[dict[str, Any]]], None],
+) -> Path:
+    """Wait for every rank; on rank 0 write the mosaic (``mosaic(rows)``) and ``manifest.csv``; return its path.
+
+    ``columns``: the manifest's columns, or a function of the rows giving them.
+    """
+    from shared.io import write_csv
+
+    distributed.barrier()
+    manifest = ledger.output_dir / "manifest.csv"
+    if distributed.is_rank_zero():
+        rows = ledger.rows(names, requests)
+        mosaic(rows)
+        write_csv(manifest, rows, columns(rows) if callable(columns) else columns)
+    distributed.barrier()
+    return manifest

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared import distributed
 from shared.fast_path import FastPath
 from shared.io import (
     InputError,
@@ -22,11 +21,10 @@ from shared.io import (
     read_csv,
     resolve_volume_inputs,
     save_volume,
-    write_csv,
 )
 from shared.latents import LatentScaler, latent_shape
 from shared.sampling.guidance import GuidedSampler
-from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings
+from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings, write_manifest_when_done
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 PAIR_COLUMNS = ("image", "label", "source_label", "seed", "sampler", "num_inference_steps")
@@ -126,23 +124,22 @@ def paint_images(
         row = {"image": f"images/{name}", "label": f"labels/{name}", "source_label": str(path), "seed": seed + index,
                "sampler": settings["sampler"], "num_inference_steps": inferer.num_inference_steps, **extra}  # fmt: skip
         ledger.mark(name, row, [row["image"], row["label"]], requests[index])
-    distributed.barrier()
-    manifest = output_dir / "manifest.csv"
-    if distributed.is_rank_zero():
-        rows = ledger.rows(names, requests)
-        mosaic = []
+
+    def mosaic(rows: list[dict[str, Any]]) -> None:
+        cases = []
         for index in shown:
             image, labels = (
                 load_image(output_dir / rows[index]["image"]),
                 load_volume(output_dir / rows[index]["label"]),
             )
             title = f"{names[index]} <- {Path(rows[index]['source_label']).name}"
-            mosaic.append(MosaicCase(image.array, labels.array, labels.spacing, title))
-        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="ventricles")
-        columns = list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
-        write_csv(manifest, rows, columns)
-    distributed.barrier()
-    return manifest
+            cases.append(MosaicCase(image.array, labels.array, labels.spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", cases, focus="ventricles")
+
+    def columns(rows: list[dict[str, Any]]) -> list[str]:  # the source manifest's columns follow
+        return list(PAIR_COLUMNS) + [k for k in rows[0] if k not in PAIR_COLUMNS]
+
+    return write_manifest_when_done(ledger, names, requests, columns, mosaic)
 
 
 def pair_metrics(manifest: str | os.PathLike) -> dict[str, float]:

@@ -17,15 +17,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared import distributed
 from shared.conditioning.features import TUMOUR_FEATURE_NAMES, TumourFeatureNormaliser, tumour_features
 from shared.fast_path import FastPath
-from shared.io import InputError, load_image, load_volume, read_csv, read_grid_reference, save_volume, write_csv
+from shared.io import InputError, load_image, load_volume, read_csv, read_grid_reference, save_volume
 from shared.latents import LatentScaler, latent_shape
 from shared.networks.tumour_unet import null_tumour_condition
 from shared.sampling.guidance import GuidedSampler
 from shared.sampling.schedulers import sampler_name, stochastic_step_kwargs
-from shared.sampling.sharding import SampleLedger, batches_of_this_rank, sampling_settings, unfinished
+from shared.sampling.sharding import (
+    SampleLedger,
+    batches_of_this_rank,
+    sampling_settings,
+    unfinished,
+    write_manifest_when_done,
+)
 from shared.viz import MosaicCase, mosaic_indices, save_label_mosaic
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -153,20 +158,17 @@ def generate_tumour_pairs(
                 seconds=round(seconds, 3),
             )
             ledger.mark(name, row, [row["image"], row["label"]], requests[i])
-    distributed.barrier()
-    manifest = output_dir / "manifest.csv"
-    if distributed.is_rank_zero():
-        rows = ledger.rows(names, requests)
-        mosaic = []
+
+    def mosaic(rows: list[dict[str, Any]]) -> None:
+        cases = []
         for i in shown:
             image = load_image(output_dir / rows[i]["image"]).array
             mask = load_volume(output_dir / rows[i]["label"]).array
             title = f"{names[i]} volume {vectors[i][0]:.2f} -> {float(rows[i]['achieved_volume']):.2f}"
-            mosaic.append(MosaicCase((image + 1.0) / 2.0, mask, spacing, title))
-        save_label_mosaic(output_dir / "mosaic.png", mosaic, focus="labels")
-        write_csv(manifest, rows, MANIFEST_COLUMNS)
-    distributed.barrier()
-    return manifest
+            cases.append(MosaicCase((image + 1.0) / 2.0, mask, spacing, title))
+        save_label_mosaic(output_dir / "mosaic.png", cases, focus="labels")
+
+    return write_manifest_when_done(ledger, names, requests, MANIFEST_COLUMNS, mosaic)
 
 
 def tumour_manifest_metrics(manifest: str | os.PathLike) -> dict[str, float]:
