@@ -124,10 +124,9 @@ def recipe_rows(costs: dict, recipes: list[Recipe] | None = None) -> list[dict]:
     rows = []
     for recipe in recipes or RECIPES[bundle]:
         scheduler = make_scheduler(recipe.sampler, 1000, 0.0015, 0.0205)
-        if bundle == "ventricle_mask_ldm":
-            guided, single = network_evaluations(scheduler, recipe.steps, recipe.guidance_interval)
-        else:
-            guided, single = 0, len((scheduler.set_timesteps(recipe.steps), scheduler.timesteps)[1])
+        evaluations = network_evaluations(scheduler, recipe.steps, recipe.guidance_interval)
+        # only the mask LDM samples with guidance (a doubled batch); the others make one pass per step
+        guided, single = evaluations if bundle == "ventricle_mask_ldm" else (0, sum(evaluations))
         decode = costs["compiled_decode_s"] if recipe.compiled_decode else costs["decode_s"]
         sampling = guided * costs.get("guided_eval_s", 0.0) + single * costs["eval_s"]
         rows.append(
