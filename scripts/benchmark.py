@@ -39,9 +39,11 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.io import InputError
 from shared.workflow.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ def _names(value: Any, allowed: Any, what: str) -> list[str]:
     names = list(allowed) if value in (None, "all") else list(value.split(",") if isinstance(value, str) else value)
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise SystemExit(f"{what}: unknown {', '.join(unknown)}; expected some of {', '.join(allowed)}")
+        raise InputError(f"--{what}: unknown {', '.join(unknown)}; expected some of {', '.join(allowed)}")
     return names
 
 
@@ -107,7 +109,22 @@ def one(
     output: str | None = None,
     count_flops: bool = True,
 ) -> None:
-    """Measure one bundle x size x variant in this process; print the figures as one JSON line."""
+    """Measure one bundle x size x variant in this process; print the figures as one JSON line.
+
+    Args:
+        bundle: ``ventricle_mask_ldm``, ``spade_mri_ldm`` or ``slice_based_ldm_brats``.
+        size: ``demo`` or ``paper`` network and grid sizes.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 on CUDA only).
+        channels_last: use the channels-last memory format.
+        compile: ``torch.compile`` the networks.
+        steps: denoising steps (default: the paper's, 25 / 50 / 50).
+        runs: timed runs (median).
+        warmup: untimed runs before them.
+        device: ``cpu`` or ``cuda[:N]``.
+        models: a folder with trained ``<bundle>/model.pt`` and ``model_autoencoder.pt`` (default: random weights).
+        output: also save the generated volume here (``.nii.gz``), to compare variants.
+        count_flops: count the FLOPs of one step (a little extra time).
+    """
     from shared.benchmarks.networks import measure
 
     figures = measure(bundle, size, precision, channels_last, compile, None, steps, runs, warmup, device, models,
@@ -119,7 +136,7 @@ def _measure_in_subprocess(arguments: list[str]) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "one", *arguments]
     done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"benchmark failed: {shlex.join(command)} (exit {done.returncode})")
+        raise RuntimeError(f"benchmark failed: {shlex.join(command)} (exit {done.returncode})")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -167,9 +184,9 @@ def write_tables(
 
 
 def run(
-    bundles: Any = "all",
-    sizes: Any = "demo",
-    variants: Any = "fp32,fast",
+    bundles: str | Sequence[str] = "all",
+    sizes: str | Sequence[str] = "demo",
+    variants: str | Sequence[str] = "fp32,fast",
     runs: int = 3,
     warmup: int = 1,
     steps: int | None = None,
@@ -183,7 +200,8 @@ def run(
         bundles: comma-separated bundle names, or ``all``.
         sizes: ``paper``, ``demo`` or both (comma-separated).
         variants: comma-separated names of ``VARIANTS``; ``fp32`` first is the reference.
-        runs: timed runs per variant (median); ``warmup``: untimed runs before them.
+        runs: timed runs per variant (median).
+        warmup: untimed runs before the timed ones.
         steps: denoising steps (default: the paper's, 25 / 50 / 50).
         device: ``cpu`` or ``cuda[:N]``.
         demo_models: a folder with ``<bundle>/model.pt`` and ``model_autoencoder.pt`` for the demo size
@@ -223,7 +241,7 @@ def run(
 
 
 def solvers(
-    bundles: Any = "all",
+    bundles: str | Sequence[str] = "all",
     size: str = "paper",
     runs: int = 1,
     warmup: int = 1,
@@ -240,7 +258,8 @@ def solvers(
     Args:
         bundles: comma-separated bundle names, or ``all``.
         size: ``paper`` (default) or ``demo``.
-        runs: timed calls per operation (median); ``warmup``: untimed calls before them.
+        runs: timed calls per operation (median).
+        warmup: untimed calls before the timed ones.
         device: ``cpu`` or ``cuda[:N]``.
         output_dir: where the tables go.
     """
@@ -270,9 +289,9 @@ def solvers(
 
 
 def assembly(
-    kinds: Any = "brains,tumours",
+    kinds: str | Sequence[str] = "brains,tumours",
     cases: int = 16,
-    shape: Any = None,
+    shape: Sequence[int] | None = None,
     runs: int = 3,
     workers: int = 2,
     seed: int = 0,

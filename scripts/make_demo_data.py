@@ -28,7 +28,16 @@ def all_datasets(
     spacing: float | tuple[float, float, float] | None = None,
     seed: int = 0,
 ) -> dict[str, str]:
-    """Both demo datasets under ``output_dir/brains`` and ``output_dir/tumours``; returns their datalists."""
+    """Both demo datasets under ``output_dir/brains`` and ``output_dir/tumours``; returns their datalists.
+
+    Args:
+        output_dir: the folder that gets ``brains/`` and ``tumours/``.
+        n_brains: brains (label map + T1) to write.
+        n_tumours: tumour cases (FLAIR + mask) to write.
+        shape: the grid ``X,Y,Z`` of both (each at least 16).
+        spacing: voxel size in mm, one value or ``X,Y,Z`` (default: a 192 mm field of view).
+        seed: random seed of both.
+    """
     return {
         "brains": str(write_brain_dataset(Path(output_dir) / "brains", n_brains, shape, spacing, seed)),
         "tumours": str(write_tumour_dataset(Path(output_dir) / "tumours", n_tumours, shape, spacing, seed)),

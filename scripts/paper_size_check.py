@@ -41,7 +41,13 @@ def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> 
 
 
 def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
-    """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size."""
+    """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size.
+
+    Args:
+        shape: the image grid ``X,Y,Z`` (default: the paper's).
+        forward: also time one forward pass of each network (``--noforward``: counts only).
+        device: ``cpu`` or ``cuda[:N]``.
+    """
     networks, parser = _paper_size_networks(
         "ventricle_mask_ldm", {"autoencoder": "autoencoder_def", "diffusion_unet": "network_def"}, device
     )
@@ -67,7 +73,13 @@ def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: boo
 
 
 def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
-    """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size."""
+    """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size.
+
+    Args:
+        shape: the image grid ``X,Y,Z`` (default: the paper's).
+        forward: also time one forward pass of each network (``--noforward``: counts only).
+        device: ``cpu`` or ``cuda[:N]``.
+    """
     ids = {"autoencoder": "autoencoder_def", "discriminator": "discriminator_def", "diffusion_unet": "network_def"}
     networks, parser = _paper_size_networks("spade_mri_ldm", ids, device)
     num_classes = parser.get_parsed_content("num_classes")
@@ -94,7 +106,14 @@ def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = T
 def slice_based_ldm_brats(
     shape: tuple[int, int, int] = (192, 192, 96), forward: bool = True, device: str = "cpu", chunk_size: int = 8
 ) -> dict:
-    """Parameter counts against the paper's 159 M, then one DDIM step and the chunked slice decode of one volume."""
+    """Parameter counts against the paper's 159 M, then one DDIM step and the chunked slice decode of one volume.
+
+    Args:
+        shape: the image grid ``X,Y,Z`` (default: the paper's).
+        forward: also time one DDIM step and the decode (``--noforward``: counts only).
+        device: ``cpu`` or ``cuda[:N]``.
+        chunk_size: slices decoded at once.
+    """
     from shared.networks.slice_stack import SliceStackAutoencoder
     from shared.sampling.schedulers import make_scheduler
 

@@ -9,6 +9,9 @@ pipeline and studies, benchmarks), which no run-time module imports (``tests/tes
 Submodules load on first attribute access (``import shared; shared.io.read_datalist(...)``,
 ``shared.sampling.guidance...``), so bundle configs can write ``$import shared`` once and light
 command-line tools do not pay for importing MONAI.
+
+Importing the package in a ``python -m monai.bundle`` process makes an uncaught failure print
+one line (``error: <file>: <problem>``, exit 2 for bad input; see :mod:`shared.errors`).
 """
 
 from __future__ import annotations
@@ -35,3 +38,12 @@ def lazy_submodules(package: str) -> Callable[[str], ModuleType]:
 
 
 __getattr__ = lazy_submodules(__name__)
+
+
+def _one_line_failures_in_bundle_runs() -> None:
+    from shared.errors import install_bundle_error_lines
+
+    install_bundle_error_lines()
+
+
+_one_line_failures_in_bundle_runs()

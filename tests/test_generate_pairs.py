@@ -65,14 +65,15 @@ def test_one_command_makes_labelled_pairs_with_the_requested_conditions(bundles,
 
 def test_a_failing_stage_stops_with_one_line_naming_the_bundle(bundles, tmp_path):
     done = run_script(
-        "generate_pairs.py", "--output_dir", str(tmp_path / "pairs"), "--num_samples", "1", "--guidance_scale", "-1",
-        "--preset", "demo", "--mask_bundle", str(bundles["ventricle_mask_ldm"]),
+        "generate_pairs.py", "--output_dir", str(tmp_path / "pairs"), "--num_samples", "1",
+        "--conditions", "[0.5,'big']", "--preset", "demo", "--mask_bundle", str(bundles["ventricle_mask_ldm"]),
         "--spade_bundle", str(bundles["spade_mri_ldm"]), "--mask_overrides", repr(TINY_MASK),
     )  # fmt: skip
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {bundles['ventricle_mask_ldm']}: label maps (ventricle_mask_ldm) failed:")
-    assert "guidance_scale: must be >= 0" in last
+    assert "conditions: c values must be numbers, got 'big'" in last
+    assert "Traceback" not in done.stderr  # the bundle run printed its one line, and the command shows it
 
 
 def test_bundle_folders_and_presets_are_checked_first(tmp_path):

@@ -203,5 +203,5 @@ def test_seeded_adamw_training_is_repeatable_and_bad_schedules_are_refused(varia
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
-    bad = run_script("train_segmentation.py", *args[:-6], "--optimizer", "adam")
+    bad = run_script("train_segmentation.py", *args[:-8], "--optimizer", "adam")
     assert bad.returncode == 2 and "error: --optimizer: unknown 'adam'" in bad.stderr

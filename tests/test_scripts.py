@@ -157,6 +157,9 @@ def test_pipeline_rejects_unknown_branches_before_writing_anything(tmp_path):
 
 def test_pipeline_rejects_a_bad_grid_before_writing_anything(tmp_path):
     done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--shape", "abc")
+    assert done.returncode == 2 and "error: --shape: 'abc' is not a whole number" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run_script("run_pipeline.py", "--output_dir", str(tmp_path / "run"), "--shape", "8,8,8")
     assert done.returncode == 2 and "error: grid shape" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
 

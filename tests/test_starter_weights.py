@@ -128,4 +128,4 @@ def test_recipe_continuations_are_kept_and_written_as_resumed_training_commands(
     assert commands[2].endswith("--datalist d.json --diffusion_epochs 5")
     done = run_script("make_starter_weights.py", "spade_mri_ldm", "--models_dir", str(tmp_path), "--preset", "demo",
                       "--continuations", "5")  # fmt: skip
-    assert done.returncode == 2 and "--continuations: expected a list of dicts" in done.stderr
+    assert done.returncode == 2 and "error: --continuations: '5' is not a list of dict" in done.stderr

@@ -203,7 +203,14 @@ def write_ventricle_table(
     normaliser: str | os.PathLike | None = None,
     key: str = "label",
 ) -> Path:
-    """Ventricle CSV (``file, ventricle_ml, icv_ml, ratio, c``) for label maps; see :func:`write_condition_table`."""
+    """Ventricle CSV (``file, ventricle_ml, icv_ml, ratio, c``) for label maps; see :func:`write_condition_table`.
+
+    Args:
+        source: folder of volumes, MONAI datalist (``.json``) or one volume file.
+        output: the CSV to write (its normaliser is saved beside it when one is fitted).
+        normaliser: a saved (training-set) normaliser JSON to apply instead of fitting one.
+        key: the datalist field holding the file (``label`` or ``image``).
+    """
     return write_condition_table(VENTRICLES, source, output, normaliser, key)
 
 
@@ -213,7 +220,14 @@ def write_tumour_table(
     normaliser: str | os.PathLike | None = None,
     key: str = "label",
 ) -> Path:
-    """Tumour CSV (nine normalised features, raw volume/area, mL) for masks; see :func:`write_condition_table`."""
+    """Tumour CSV (nine normalised features, raw volume/area, mL) for masks (voxels > 0 are tumour).
+
+    Args:
+        source: folder of volumes, MONAI datalist (``.json``) or one volume file.
+        output: the CSV to write (its normaliser is saved beside it when one is fitted).
+        normaliser: a saved (training-set) normaliser JSON to apply instead of fitting one.
+        key: the datalist field holding the file (``label`` or ``image``).
+    """
     return write_condition_table(TUMOURS, source, output, normaliser, key)
 
 

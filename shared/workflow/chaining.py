@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.io import InputError, read_csv
+from shared.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ def error_summary(stderr: str, returncode: int) -> str:
     project's own ``InputError`` message is taken when present, else the last exception line.
     """
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("error: ")]  # the child's one-line failure
+    if own:
+        return own[-1].removeprefix("error: ").removesuffix(" (SHARED_VERBOSE=1 for the traceback)")
     causes = [line for line in lines if re.match(r"^[\w.]*InputError: ", line)]
     if not causes:
         causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
@@ -61,8 +65,9 @@ def run_command(command: Sequence[str], cwd: Path, what: str, env: Mapping[str, 
     # stderr is teed: shown live (logs, progress bars) and kept for the one-line error
     environment = {**os.environ, **env} if env else None
     process = subprocess.Popen(
-        list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace", env=environment
-    )
+        list(command), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace", env=environment,
+        preexec_fn=die_with_parent,  # a killed parent leaves no bundle run behind
+    )  # fmt: skip
     kept: list[str] = []
     assert process.stderr is not None
     try:
@@ -78,7 +83,8 @@ def run_command(command: Sequence[str], cwd: Path, what: str, env: Mapping[str, 
         raise
     returncode = process.wait()
     if returncode != 0:
-        raise InputError(f"{cwd}: {what} failed: {error_summary(''.join(kept), returncode)}")
+        cause = f"{cwd}: {what} failed: {error_summary(''.join(kept), returncode)}"
+        raise InputError(cause) if returncode == 2 else RuntimeError(cause)
     logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
 
 
