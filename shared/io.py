@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import uuid
@@ -200,14 +201,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     left untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a file to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path.parent}: is a file, expected a folder to write {path.name} in")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``path`` left by killed writers (``.tmp-<pid>-<id>-<name>``).
+
+    Only files whose writing process no longer runs are removed, so a concurrent writer of
+    the same file keeps its temporary. Returns the files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".tmp-*-{glob.escape(path.name)}"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, dtype: Any = None) -> Path:
@@ -269,8 +301,13 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a CSV of UTF-8 text (byte {error.start} cannot be read)") from error
+    except csv.Error as error:
+        raise InputError(f"{path}: not a readable CSV ({error})") from error
 
 
 # ----------------------------------------------------------------------------- listing inputs
@@ -368,6 +405,12 @@ def resolve_volume_inputs(source: str | os.PathLike, key: str = "label") -> list
         missing = [i for i, item in enumerate(items) if key not in item]
         if missing:
             raise InputError(f"{source}: datalist item {missing[0]} has no '{key}' field")
+        wrong = [i for i, item in enumerate(items) if not isinstance(item[key], str)]
+        if wrong:
+            raise InputError(
+                f"{source}: datalist item {wrong[0]}: '{key}' must be a file path (a string), "
+                f"got {type(items[wrong[0]][key]).__name__} {items[wrong[0]][key]!r}"
+            )
         return [Path(item[key]) for item in items]
     if has_volume_suffix(source):
         if not source.exists():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,14 @@ def find_tumour_cases(source: str | os.PathLike) -> list[TumourCaseFiles]:
                 raise InputError(f"{source}: datalist item {index} needs both 'image' and 'label'")
             name = str(item.get("case") or Path(item["label"]).name.split(".")[0])
             cases.append(TumourCaseFiles(name, Path(item["image"]), Path(item["label"])))
+        first: dict[str, TumourCaseFiles] = {}
+        for case in cases:
+            if case.case in first:
+                raise InputError(
+                    f"{case.label}: case name '{case.case}' is also that of {first[case.case].label}; "
+                    "give the items distinct 'case' fields"
+                )
+            first[case.case] = case
         return cases
     if not source.is_dir():
         raise InputError(f"{source}: no such folder or datalist")
@@ -164,7 +173,39 @@ def prepare_tumour_dataset(
         raise InputError(f"validation_fraction: expected a value in [0, 1), got {validation_fraction}")
     cases = find_tumour_cases(source)
     output_dir = Path(output_dir)
-    (output_dir / "datalist.json").unlink(missing_ok=True)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: is a file, expected the output folder")
+    # built in a hidden partial folder and renamed into place: a failed run leaves an earlier
+    # preparation whole, and a rerun holds no stale case of an earlier, larger source
+    partial = output_dir.parent / f".{output_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_prepared(cases, source, partial, shape, validation_fraction)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    replace_folder(partial, output_dir)
+    return output_dir / "datalist.json"
+
+
+def replace_folder(built: Path, target: Path) -> None:
+    """Put the finished folder ``built`` at ``target``, removing what was there (two renames)."""
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    built.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_prepared(
+    cases: Sequence[TumourCaseFiles],
+    source: str | os.PathLike,
+    output_dir: Path,
+    shape: tuple[int, ...],
+    validation_fraction: float,
+) -> Path:
+    """The body of :func:`prepare_tumour_dataset`, writing into ``output_dir``."""
     items: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="preprocess tumour cases", unit="case", disable=None):
         image, mask, affine = preprocess_case(case, shape)

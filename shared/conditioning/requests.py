@@ -49,7 +49,8 @@ def resolve_conditions(request: Any, num_samples: int, normaliser: MinMaxNormali
     """The ``c`` values ``(N,)`` a request asks for (see the module docstring).
 
     Raises:
-        InputError: malformed request, non-numeric values, ``num_samples < 1``.
+        InputError: malformed request, non-numeric values, ``num_samples < 1``, or a ``c`` whose
+            ventricle ratio would be negative (or at least 1).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise InputError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
@@ -82,5 +83,16 @@ def resolve_conditions(request: Any, num_samples: int, normaliser: MinMaxNormali
         c = np.asarray(normaliser.transform(volumes / float(icv)))
     else:
         raise InputError(f"conditions: expected one of {', '.join(REQUEST_KINDS)}, got keys {sorted(request)}")
+    c = np.atleast_1d(np.asarray(c, dtype=np.float64))
+    ratios = c * (normaliser.maximum - normaliser.minimum) + normaliser.minimum
+    impossible = (ratios < 0) | (ratios >= 1)
+    if np.any(impossible):
+        index = int(np.flatnonzero(impossible)[0])
+        raise InputError(
+            f"conditions: c={c[index]:.3g} maps to a {normaliser.quantity} of {ratios[index]:.3g}, outside [0, 1) "
+            f"(no brain has negative ventricles or ventricles filling the skull); this normaliser allows "
+            f"c in [{-normaliser.minimum / (normaliser.maximum - normaliser.minimum):.3g}, "
+            f"{(1 - normaliser.minimum) / (normaliser.maximum - normaliser.minimum):.3g})"
+        )
     normaliser.report_extrapolation(c)
-    return np.atleast_1d(c).astype(np.float64)
+    return c

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,16 @@ DEFAULT_FOV_MM: tuple[float, float, float] = (192.0, 192.0, 192.0)
 
 #: Smallest grid edge the generators accept (voxels).
 MIN_GRID_SIZE = 16
+#: Working memory of building one demo case, per voxel (an upper estimate: a few float64 fields at once).
+BYTES_PER_VOXEL = 64
+
+
+def _physical_memory_bytes() -> int:
+    """This machine's RAM in bytes (0 where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,13 @@ def make_grid(shape: Sequence[int] = (64, 64, 64), spacing: Sequence[float] | fl
         raise InputError(f"grid shape: expected three integers, got {shape!r}") from error
     if len(dims) != 3 or any(n < MIN_GRID_SIZE for n in dims) or any(n != float(m) for n, m in zip(dims, shape)):
         raise InputError(f"grid shape: expected three integers >= {MIN_GRID_SIZE}, got {tuple(shape)!r}")
+    needed = float(np.prod(dims, dtype=np.float64)) * BYTES_PER_VOXEL
+    memory = _physical_memory_bytes()
+    if memory and needed > memory:
+        raise InputError(
+            f"grid shape {'x'.join(map(str, dims))}: needs about {needed / 2**30:.0f} GiB to build, "
+            f"this machine has {memory / 2**30:.0f} GiB; use a smaller grid"
+        )
     if spacing is None:
         sizes = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, dims))
     else:

@@ -337,6 +337,11 @@ def evaluate_models(
             metrics = _compare(model_pairs[index].prediction, truth_volume, labels)
             rows[model].append({"model": model, "case": case.case, **metrics})
     per_case = [row for model in models for row in rows[model]]
+    if labels is not None and not any(row["truth_ml"] > 0 or row["pred_ml"] > 0 for row in per_case):
+        raise InputError(
+            f"--labels {','.join(str(v) for v in np.atleast_1d(labels))}: in no truth and no prediction "
+            "(every Dice would be 1.0); check the label values"
+        )
     summary = summarise(per_case, volume_threshold_ml)
     output_dir = Path(output_dir)
     write_csv(output_dir / "per_case.csv", _rounded(per_case), ("model", *CASE_COLUMNS))
@@ -402,11 +407,11 @@ def _training_volumes(training: Mapping[str, Any] | None, labels: Labels) -> dic
 
 def evaluate_segmentation(
     truth: str,
-    predictions: Any,
+    predictions: str | Mapping[str, str],
     output_dir: str,
     volume_threshold_ml: float = 150.0,
-    labels: Any = None,
-    training: Any = None,
+    labels: int | Sequence[int] | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> str:
     """Dice, IoU and volume error of one or more segmenters' predictions against ground-truth label maps.
 

@@ -16,6 +16,7 @@ leaves a half-written dataset where nnU-Net would find it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -39,6 +40,7 @@ from shared.io import (
     write_json,
 )
 from shared.labels import VENTRICLE_LABEL_IDS
+from shared.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -310,21 +312,75 @@ def assemble_dataset(
         num_workers: processes that validate and write cases.
         progress: show a progress bar.
     """
-    if not 1 <= int(dataset_id) <= 999:
-        raise InputError(f"dataset id {dataset_id}: must be between 1 and 999")
+    plan = plan_dataset(
+        variant, dataset_id, name, real, synthetic, test, ratio, n_synthetic, labels, channel_name, nnunet_raw,
+        real_sections, overwrite,
+    )  # fmt: skip
+    build_partial(plan, num_workers, progress)
+    commit_datasets([plan])
+    return plan.folder
+
+
+@dataclass
+class DatasetPlan:
+    """Everything checked about one dataset before a file of it is written.
+
+    Attributes:
+        folder: ``<nnunet_raw>/Dataset<id>_<name>``, written last by a rename.
+        partial: the hidden folder it is built in.
+        existing: folders with the same id that ``overwrite`` replaces.
+        jobs: ``(pair, case name, split)`` of every case.
+    """
+
+    variant: str
+    name: str
+    channel_name: str
+    folder: Path
+    partial: Path
+    existing: list[Path]
+    mapping: dict[str, list[int] | None]
+    training: list[PairSource]
+    test_pairs: list[PairSource]
+    jobs: list[tuple[PairSource, str, str]]
+
+
+def plan_dataset(
+    variant: str,
+    dataset_id: int,
+    name: str,
+    real: str | os.PathLike | None = None,
+    synthetic: str | os.PathLike | None = None,
+    test: str | os.PathLike | None = None,
+    ratio: float = 1.0,
+    n_synthetic: int | None = None,
+    labels: str | Mapping[str, Sequence[int] | None] = "binary",
+    channel_name: str = "FLAIR",
+    nnunet_raw: str | os.PathLike | None = None,
+    real_sections: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> DatasetPlan:
+    """Check the arguments and inputs of :func:`assemble_dataset` and list its cases; writes nothing."""
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, (int, np.integer)) or not 1 <= dataset_id <= 999:
+        raise InputError(f"dataset id {dataset_id!r}: must be a whole number between 1 and 999")
     if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
         raise InputError(f"dataset name '{name}': use letters, digits, '_' or '-'")
+    if n_synthetic is not None and n_synthetic < 0:
+        raise InputError(f"--n_synthetic {n_synthetic}: must be >= 0")
     raw_root = nnunet_raw if nnunet_raw is not None else os.environ.get("nnUNet_raw")  # noqa: SIM112 (nnU-Net's own name)
     if not raw_root:
         raise InputError("nnUNet_raw: not set; pass --nnunet_raw or set the environment variable")
     raw_root = Path(raw_root)
+    if raw_root.exists() and not raw_root.is_dir():
+        raise InputError(f"{raw_root}: is a file, expected the nnU-Net raw folder")
     mapping = label_mapping(labels)
     real_pairs = read_pair_sources(real, "real", real_sections) if real is not None else []
     synthetic_pairs = read_pair_sources(synthetic, "synthetic") if synthetic is not None else []
     training = select_training_pairs(variant, real_pairs, synthetic_pairs, ratio, n_synthetic)
+    if not training:
+        raise InputError(f"variant '{variant}': no training pairs selected (n_synthetic {n_synthetic}, ratio {ratio})")
     test_pairs = read_pair_sources(test, "real") if test is not None else []
 
-    folder = dataset_folder(raw_root, dataset_id, name)
+    folder = dataset_folder(raw_root, int(dataset_id), name)
     existing = existing_dataset_folders(raw_root, int(dataset_id))
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: dataset id {dataset_id} exists already; pass --overwrite to replace it")
@@ -339,22 +395,40 @@ def assemble_dataset(
                 raise InputError(f"{pair.label}: case name '{case}' appears twice in the {split} pairs")
             seen.add(case)
             jobs.append((pair, case, split))
-
     partial = raw_root / f".{folder.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+    return DatasetPlan(variant, name, channel_name, folder, partial, existing, mapping, training, test_pairs, jobs)
+
+
+def build_partial(plan: DatasetPlan, num_workers: int = 2, progress: bool = True) -> None:
+    """Write every case of ``plan`` into its hidden partial folder (removed again on any failure).
+
+    Raises:
+        InputError: a pair is unreadable, or the label mapping leaves every training label map empty.
+    """
+    shutil.rmtree(plan.partial, ignore_errors=True)  # left by an interrupted run
     try:
-        _write_partial_dataset(
-            partial, jobs, mapping, variant, name, channel_name, training, test_pairs, num_workers, progress
-        )
+        rows = _write_partial_dataset(
+            plan.partial, plan.jobs, plan.mapping, plan.variant, plan.name, plan.channel_name, plan.training,
+            plan.test_pairs, num_workers, progress,
+        )  # fmt: skip
+        if not any(float(row["foreground_ml"]) > 0 for row in rows if row["split"] == "train"):
+            raise InputError(
+                f"--labels {dict(plan.mapping)}: no voxel of any training label map has these labels "
+                f"(every case would be background only)"
+            )
     except BaseException:  # Ctrl-C included: nothing half-written stays behind
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(plan.partial, ignore_errors=True)
         raise
-    for old in existing:
-        shutil.rmtree(old)
-        logger.info("replaced %s", old)
-    partial.rename(folder)
-    logger.info("%s: %d training and %d test cases", folder, len(training), len(test_pairs))
-    return folder
+
+
+def commit_datasets(plans: Sequence[DatasetPlan]) -> None:
+    """Rename built partial folders into place, replacing the folders they overwrite."""
+    for plan in plans:
+        for old in plan.existing:
+            shutil.rmtree(old)
+            logger.info("replaced %s", old)
+        plan.partial.rename(plan.folder)
+        logger.info("%s: %d training and %d test cases", plan.folder, len(plan.training), len(plan.test_pairs))
 
 
 def _write_partial_dataset(
@@ -404,7 +478,7 @@ def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: 
                 rows.append(_write_case(job))
                 bar.update()
             return rows
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+        with ProcessPoolExecutor(max_workers=num_workers, initializer=die_with_parent) as pool:
             rows = []
             for row in pool.map(_write_case, jobs, chunksize=1):
                 rows.append(row)
@@ -425,12 +499,38 @@ def assemble_variants(
 ) -> dict[str, Path]:
     """Assemble several variants with consecutive ids (``dataset_id``, ``dataset_id + 1``, ...).
 
-    Names are ``<name>Real``, ``<name>Synthetic``, ``<name>Augmented``; ``kwargs`` go to
-    :func:`assemble_dataset`. Returns ``{variant: folder}``.
+    Names are ``<name>Real``, ``<name>Synthetic``, ``<name>Augmented``. Every variant is checked
+    before any is written, and all are renamed into place together at the end: a failure leaves
+    no new dataset behind. Returns ``{variant: folder}``.
+
+    Args:
+        dataset_id: id of the first variant (1-999); the others take the next ids.
+        name: dataset name prefix (letters, digits, ``_`` or ``-``).
+        real: real training pairs (see :func:`read_pair_sources`).
+        synthetic: synthetic pairs, e.g. a generation folder with its ``manifest.csv``.
+        test: hold-out pairs for ``imagesTs`` / ``labelsTs`` of every variant.
+        variants: which variants, in id order (``real``, ``synthetic``, ``augmented``).
+        **kwargs: further flags of :func:`assemble_dataset` (``ratio``, ``labels``, ``nnunet_raw``,
+            ``overwrite``, ``num_workers`` ...), the same for every variant.
     """
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",")]
-    return {
-        variant: assemble_dataset(variant, variant_id, variant_name, real, synthetic, test, **kwargs)
+    if len(set(variants)) != len(variants):
+        raise InputError(f"--variants {','.join(variants)}: a variant is listed twice")
+    building = {key: kwargs.pop(key) for key in ("num_workers", "progress") if key in kwargs}
+    unknown = set(kwargs) - set(inspect.signature(plan_dataset).parameters)
+    if unknown:
+        raise InputError(f"--{sorted(unknown)[0]}: unknown flag of assemble_nnunet_dataset.py variants")
+    plans = {
+        variant: plan_dataset(variant, variant_id, variant_name, real, synthetic, test, **kwargs)
         for variant, (variant_id, variant_name) in variant_datasets(dataset_id, name, variants).items()
     }
+    try:
+        for plan in plans.values():
+            build_partial(plan, **building)
+    except BaseException:
+        for plan in plans.values():
+            shutil.rmtree(plan.partial, ignore_errors=True)
+        raise
+    commit_datasets(list(plans.values()))
+    return {variant: plan.folder for variant, plan in plans.items()}
