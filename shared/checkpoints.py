@@ -46,12 +46,17 @@ def make_resumable(
 
     Returns:
         The checkpoint resumed from, or ``None`` for a fresh run.
+
+    Raises:
+        InputError: the newest checkpoint holds networks of another architecture or config
+            (see :func:`check_resumable`).
     """
     from monai.handlers import CheckpointLoader, CheckpointSaver
 
     to_save = {**objects, "trainer": trainer}
     resume_from = latest_checkpoint(save_dir, prefix)
     if resume_from is not None:
+        check_resumable(resume_from, objects)
         CheckpointLoader(load_path=resume_from, load_dict=to_save, map_location=map_location).attach(trainer)
     from shared.distributed import is_rank_zero
 
@@ -86,3 +91,51 @@ def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str
         raise InputError(f"{path}: missing model weights; train this stage first")
     state = torch.load(path, map_location=map_location, weights_only=True)
     return state.get("model", state) if isinstance(state, dict) and "model" in state else state
+
+
+def check_resumable(path: str | os.PathLike, objects: dict[str, Any]) -> None:
+    """Refuse to resume from ``path`` when its networks do not fit ``objects`` (names, shapes).
+
+    Raises:
+        InputError: ``<file>: ...`` naming the first missing, unexpected or differently shaped
+            weight, or an unreadable file.
+    """
+    import torch
+
+    from shared.io import InputError
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(
+            f"{path}: cannot read this checkpoint ({type(error).__name__}); remove it to start afresh"
+        ) from None
+    hint = "another architecture or config wrote it; remove it (or use another ckpt_dir) to train afresh"
+    for name, obj in objects.items():
+        if not isinstance(obj, torch.nn.Module):
+            continue
+        if name not in saved:
+            raise InputError(f"{path}: holds no '{name}' network; {hint}")
+        module = obj.module if hasattr(obj, "module") and isinstance(obj.module, torch.nn.Module) else obj
+        wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        found = {k.removeprefix("module."): tuple(v.shape) for k, v in saved[name].items()}
+        for key in sorted(set(wanted) | set(found)):
+            if wanted.get(key) != found.get(key):
+                raise InputError(
+                    f"{path}: '{name}' weight {key} is {found.get(key, 'absent')} there, "
+                    f"{wanted.get(key, 'absent')} in this config; {hint}"
+                )
+
+
+def final_weights_saver(**kwargs: Any) -> Any:
+    """MONAI's ``CheckpointSaver`` whose final file (``final_filename``, e.g. ``model.pt``) is written
+    only when training completes, never from the weights of a run that failed or was interrupted
+    (MONAI's own saves it on an exception too). Takes ``CheckpointSaver``'s arguments.
+    """
+    from monai.handlers import CheckpointSaver
+
+    class FinalWeightsSaver(CheckpointSaver):
+        def exception_raised(self, engine: Any, e: Exception) -> None:
+            raise e
+
+    return FinalWeightsSaver(**kwargs)

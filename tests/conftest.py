@@ -131,5 +131,9 @@ def bare_python(tmp_path_factory) -> Path:
     return python
 
 
-#: The environment of the bare Python: no PYTHONPATH (a worktree's checkout would make ``shared`` importable).
-BARE_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+def assert_one_line_failure(done: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
+    """A failed command or bundle run: exit ``code``, no traceback, last line ``error: ...<message>...``."""
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode == code, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines and lines[-1].startswith("error: ") and message in lines[-1], done.stderr[-3000:]

@@ -14,8 +14,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import (
+    assert_one_line_failure,
+    cli_values,
+    copy_bundle_configs,
+    missing_bundle_properties,
+    mlflow_client,
+    runs_named,
+)
 from conftest import bundle_run as run
-from conftest import cli_values, copy_bundle_configs, missing_bundle_properties, mlflow_client, runs_named
 from shared.benchmarks.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
@@ -180,7 +187,7 @@ def test_inference_turns_the_mask_bundles_output_into_labelled_pairs(trained_bot
 def test_inference_refuses_bad_label_maps_and_missing_statistics(trained_both, data, tmp_path):
     (tmp_path / "empty").mkdir()
     done = run(trained_both, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(tmp_path / "empty"))
-    assert done.returncode != 0 and f"{tmp_path / 'empty'}: no volume files" in done.stderr
+    assert_one_line_failure(done, f"{tmp_path / 'empty'}: no volume files")
 
     bad = tmp_path / "bad" / "odd.nii.gz"
     bad.parent.mkdir()
@@ -189,13 +196,13 @@ def test_inference_refuses_bad_label_maps_and_missing_statistics(trained_both, d
     labels[1, 1, 1] = 99
     nib.save(nib.Nifti1Image(labels, source.affine), str(bad))
     done = run(trained_both, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(bad.parent))
-    assert done.returncode != 0 and f"{bad}: labels outside the declared set: 99" in done.stderr
+    assert_one_line_failure(done, f"{bad}: labels outside the declared set: 99")
 
     folder = copy_bundle(tmp_path / "no_stats")
     shutil.copytree(trained_both / "models", folder / "models")
     (folder / "models" / "latent_scaler.json").unlink()
     done = run(folder, INFERENCE, *TINY, *TINY_UNET, "--label_maps", str(bad.parent))
-    assert done.returncode != 0 and "latent_scaler.json: missing; train both stages first" in done.stderr
+    assert_one_line_failure(done, "latent_scaler.json: missing; train both stages first")
 
 
 def test_diffusion_overlay_runs_under_torchrun_with_two_cpu_processes(trained_both, data, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import (
     ROOT,
+    assert_one_line_failure,
     bundle_run,
     cli_values,
     copy_bundle_configs,
@@ -178,7 +179,7 @@ def test_balance_conditions_switches_training_to_inverse_frequency_sampling(trai
 )
 def test_inference_refuses_bad_settings(trained, overrides, message):
     done = bundle_run(trained, ["configs/inference.yaml", DEMO], *TINY, "--num_samples", "1", *overrides)
-    assert done.returncode != 0 and message in done.stderr
+    assert_one_line_failure(done, message)
 
 
 def test_inference_refuses_to_run_without_saved_statistics(trained, tmp_path):
@@ -186,8 +187,7 @@ def test_inference_refuses_to_run_without_saved_statistics(trained, tmp_path):
     shutil.copytree(trained / "models", folder / "models")
     (folder / "models" / "ventricle_normaliser.json").unlink()
     done = bundle_run(folder, ["configs/inference.yaml", DEMO], *TINY, "--num_samples", "1")
-    assert done.returncode != 0
-    assert "ventricle_normaliser.json: missing; train both stages first" in done.stderr
+    assert_one_line_failure(done, "ventricle_normaliser.json: missing; train both stages first")
 
 
 def test_unknown_labels_in_training_data_are_named(tmp_path):
@@ -223,6 +223,13 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
     assert "Restored all variables from" in log and "Epoch[1]" not in log.split("Restored all variables from")[1]
     assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
     assert not (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").exists()
+
+    # the same folder with another architecture: refused, naming the checkpoint, before any epoch
+    wider = ["--datalist", str(datalist), *TINY[:1], "[8,16,16]", *TINY[2:], "--val_interval", "10"]
+    third = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *wider, "--autoencoder_epochs", "3")
+    assert_one_line_failure(third, "models/autoencoder_checkpoint_epoch=2.pt: 'autoencoder' weight")
+    assert "another architecture or config wrote it" in third.stderr
+    assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
 
 
 def torchrun(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:

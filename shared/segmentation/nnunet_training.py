@@ -6,13 +6,16 @@ before any nnU-Net import. A default nnU-Net epoch (250 iterations) takes ~15 mi
 2-core CPU; ``epochs`` and ``iterations_per_epoch`` make demo runs finish, and
 ``width_factor`` shrinks the planned network (features per stage) for them.
 
-Each step is skipped when its result exists (plans newer than the raw ``dataset.json``,
-``checkpoint_final.pth``, a complete prediction folder); an interrupted training resumes
-from nnU-Net's ``checkpoint_latest.pth``.
+Each step is skipped only when its result exists and was made with the same inputs and
+settings (plans: the raw ``dataset.json`` and width; a fold: ``training_settings.json``, the
+schedule and the plans' hash; predictions: the checkpoint's hash and the image names);
+otherwise it is redone. An interrupted training of the same settings resumes from nnU-Net's
+``checkpoint_latest.pth``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -199,7 +202,9 @@ def train(
 ) -> Path:
     """Train nnU-Net's default trainer with ``schedule``; returns the fold folder.
 
-    Skipped when ``checkpoint_final.pth`` exists; resumes from ``checkpoint_latest.pth``.
+    Skipped when ``checkpoint_final.pth`` exists and ``training_settings.json`` holds these
+    settings; a fold of other (or unrecorded) settings is removed and trained again. Resumes from
+    ``checkpoint_latest.pth`` of the same settings.
     ``augmentation_processes`` sets ``nnUNet_n_proc_DA`` (0: augment in the training process).
     Only for training: nnU-Net's planner takes that variable as a thread count.
     """
@@ -209,9 +214,20 @@ def train(
     name = dataset_name(dataset_id)
     fold = fold if fold == "all" else int(fold)
     fold_folder = model_folder(dataset_id, configuration) / f"fold_{fold}"
-    if (fold_folder / "checkpoint_final.pth").is_file():
-        logger.info("%s: %s exists, training skipped", name, fold_folder / "checkpoint_final.pth")
-        return fold_folder
+    record = fold_folder / TRAINING_RECORD
+    wanted = training_settings(dataset_id, configuration, schedule)
+    if fold_folder.is_dir():
+        changed = _changed_settings(record, wanted)
+        if changed:  # a model of other settings (or of unknown ones) is never kept as this one
+            logger.warning("%s: %s was trained with other settings (%s); training again", name, fold_folder, changed)
+            shutil.rmtree(fold_folder)
+        elif (fold_folder / "checkpoint_final.pth").is_file():
+            logger.info(
+                "%s: %s exists with these settings, training skipped", name, fold_folder / "checkpoint_final.pth"
+            )
+            return fold_folder
+    fold_folder.mkdir(parents=True, exist_ok=True)
+    write_json(record, wanted)
     latest = fold_folder / "checkpoint_latest.pth"
     trainer = get_trainer_from_args(
         str(int(dataset_id)),
@@ -242,6 +258,39 @@ def train(
     return fold_folder
 
 
+#: The settings a fold folder was trained with (beside nnU-Net's checkpoints).
+TRAINING_RECORD = "training_settings.json"
+#: The model and inputs a prediction folder was made from.
+PREDICTION_RECORD = ".prediction_settings.json"
+
+
+def _file_stamp(path: Path) -> str:
+    """sha256 of a file (``"absent"`` when there is none)."""
+    import hashlib
+
+    if not path.is_file():
+        return "absent"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def training_settings(dataset_id: int, configuration: str, schedule: TrainingSchedule) -> dict[str, Any]:
+    """What a trained fold depends on: the schedule, and the plans it was trained with (by hash)."""
+    plans = nnunet_folder("nnUNet_preprocessed") / dataset_name(dataset_id) / f"{PLANS}.json"
+    return {"configuration": configuration, **dataclasses.asdict(schedule), "plans_sha256": _file_stamp(plans)}
+
+
+def _changed_settings(record: Path, wanted: dict[str, Any]) -> str:
+    """``""`` when ``record`` holds ``wanted``; else which settings differ (``"no record"`` without one)."""
+    if not record.is_file():
+        return "no record of its settings"
+    try:
+        found = read_json(record)
+    except InputError:
+        return "an unreadable record"
+    keys = sorted(set(found) | set(wanted))
+    return ", ".join(f"{k} {found.get(k)!r} -> {wanted.get(k)!r}" for k in keys if found.get(k) != wanted.get(k))
+
+
 def predict(
     dataset_id: int,
     input_folder: str | os.PathLike | None = None,
@@ -255,7 +304,9 @@ def predict(
     """Segment every image of ``input_folder`` (default: the dataset's ``imagesTs``).
 
     Writes into a hidden temporary folder renamed to ``output_folder`` (default:
-    ``<model folder>/predictions_Ts``) at the end, and skips the work when that folder exists.
+    ``<model folder>/predictions_Ts``) at the end. Skips the work when that folder exists and its
+    record (``.prediction_settings.json``) names the same checkpoint, images and mirroring (by
+    hash); otherwise predicts again and replaces it.
     """
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -266,9 +317,18 @@ def predict(
         raise InputError(f"{input_folder}: no images to segment")
     folder = model_folder(dataset_id, configuration)
     output = Path(output_folder or folder / "predictions_Ts")
+    fold = fold if fold == "all" else int(fold)
+    wanted = {
+        "checkpoint_sha256": _file_stamp(folder / f"fold_{fold}" / "checkpoint_final.pth"),
+        "inputs": {p.name: _file_stamp(p) for p in list_volumes(input_folder)},
+        "mirroring": bool(mirroring),
+    }
     if output.is_dir():
-        logger.info("%s exists, prediction skipped", output)
-        return output
+        changed = _changed_settings(output / PREDICTION_RECORD, wanted)
+        if not changed:
+            logger.info("%s exists for this model and these images, prediction skipped", output)
+            return output
+        logger.warning("%s: made from another model or other images (%s); predicting again", output, changed[:200])
     partial = output.parent / f".{output.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     predictor = nnUNetPredictor(
@@ -279,7 +339,6 @@ def predict(
         device=torch.device(device),
         allow_tqdm=True,
     )
-    fold = fold if fold == "all" else int(fold)
     predictor.initialize_from_trained_model_folder(
         str(folder), use_folds=(fold,), checkpoint_name="checkpoint_final.pth"
     )
@@ -291,6 +350,9 @@ def predict(
         num_processes_preprocessing=num_processes,
         num_processes_segmentation_export=num_processes,
     )
+    write_json(partial / PREDICTION_RECORD, wanted)
+    if output.is_dir():
+        shutil.rmtree(output)
     partial.rename(output)
     return output
 
