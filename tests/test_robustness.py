@@ -146,6 +146,12 @@ CASES = [
     Case("unknown-threshold-name", "check_demo_report.py", ["{tmp}", "--warn_only", "nope"],
          "error: --warn_only: unknown threshold 'nope'"),
     Case("unknown-pair-kind", "check_pairs.py", ["volumes", "{tmp}"], "error: kind: unknown 'volumes'"),
+    Case("zero-steps-in-a-list", "sampling_study.py", ["{tmp}/s", "{brains}", "{tumours}", "--steps", "5,0"],
+         "error: --steps: 0 is out of range, expected >= 1", absent=["s"]),
+    Case("unknown-starter-bundle", "make_starter_weights.py", ["nope", "{tmp}/m", "demo"],
+         "error: bundle: unknown 'nope'", absent=["m"]),
+    Case("missing-real-images", "image_fidelity.py", ["{tmp}/none", "{labels}", "{tmp}/f"],
+         "error: {tmp}/none", absent=["f"]),
     Case("unknown-bundle", "export_bundle.py", ["nope", "{tmp}/m", "{tmp}/o.zip"],
          "error: bundle: unknown 'nope'", absent=["o.zip"]),
     # ------------------------------------------------------------------ bad files

@@ -35,8 +35,6 @@ from fire.parser import DefaultParseValue
 
 from shared.io import InputError
 
-_MISSING = object()
-
 
 @dataclass(frozen=True)
 class Range:
@@ -111,30 +109,25 @@ def flag_of(name: str) -> str:
     return f"--{name}"
 
 
-def _type_name(hint: Any) -> str:
-    """Short readable name of a type hint (``int``, ``list of str``, ``str or None``)."""
+def type_name(hint: Any) -> str:
+    """Short readable name of a type hint (``int``, ``list of str``, ``str or None``), for messages and ``--help``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return "value"
     if origin in (typing.Union, types.UnionType):
-        names = dict.fromkeys(_type_name(a) for a in args if a is not type(None))
+        names = dict.fromkeys(type_name(a) for a in args if a is not type(None))
         return " or ".join(names) + (" or None" if type(None) in args else "")
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (tuple,) and args and args[-1] is not Ellipsis:
-        return f"{len(args)} of {_type_name(args[0])}"
+        return f"{len(args)} of {type_name(args[0])}"
     if _is_sequence(hint):
-        return f"list of {_type_name(args[0]) if args else 'value'}"
+        return f"list of {type_name(args[0]) if args else 'value'}"
     if _is_mapping(hint):
         return "dict"
     if hint is os.PathLike or origin is os.PathLike:
         return "path"
     return getattr(hint, "__name__", str(hint))
-
-
-def type_name(hint: Any) -> str:
-    """Readable name of a parameter's type hint, for ``--help``."""
-    return _type_name(hint)
 
 
 def _is_sequence(hint: Any) -> bool:
@@ -182,13 +175,13 @@ def convert(flag: str, raw: Any, hint: Any, from_text: bool) -> Any:
                 return convert(flag, raw, member, from_text)
             except InputError:
                 pass
-        raise InputError(f"{flag}: {_shown(raw)} is not a {_type_name(hint)}")
+        raise InputError(f"{flag}: {_shown(raw)} is not a {type_name(hint)}")
     if hint is str or hint is os.PathLike or origin is os.PathLike:
         if from_text:
             return raw
         if isinstance(raw, (str, int, float, os.PathLike)) and not isinstance(raw, bool):
             return str(raw)
-        raise InputError(f"{flag}: {_shown(raw)} is not a {_type_name(hint)}")
+        raise InputError(f"{flag}: {_shown(raw)} is not a {type_name(hint)}")
     value = DefaultParseValue(raw) if from_text and isinstance(raw, str) else raw
     if hint is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
@@ -242,7 +235,6 @@ class BoundCall:
 
     function: Callable
     kwargs: dict[str, Any]
-    given: list[str]
 
     def __call__(self) -> Any:
         return self.function(**self.kwargs)
@@ -337,7 +329,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
         value = convert(flag, raw, hints.get(name, Any), from_text=texts[name])
         _check_value(flag, name, value)
         kwargs[name] = value
-    return BoundCall(function, kwargs, list(named))
+    return BoundCall(function, kwargs)
 
 
 def _check_value(flag: str, name: str, value: Any) -> None:
