@@ -7,8 +7,12 @@ serves the inference and error tests.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -210,26 +214,38 @@ def test_unknown_labels_in_training_data_are_named(tmp_path):
     assert f"{bad}: labels outside the declared set: 99" in done.stderr
 
 
-def test_training_resumes_from_its_last_checkpoint(tmp_path):
+def test_training_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path):
     datalist = write_brain_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 32), validation_fraction=0.34)
     folder = copy_bundle(tmp_path / "bundle")
-    args = ["--datalist", str(datalist), *TINY, "--val_interval", "10"]
-    first = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *args, "--autoencoder_epochs", "1")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").is_file()
-    second = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *args, "--autoencoder_epochs", "2")
+    args = ["--datalist", str(datalist), *TINY, "--val_interval", "10", "--autoencoder_epochs", "8"]
+    # kill -9 after the first epoch's checkpoint: no final weights; the rerun resumes and completes
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               f"['configs/train_autoencoder.yaml','{DEMO}']", *args]  # fmt: skip
+    first = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None and not list(folder.glob("models/autoencoder_ch*.pt")):
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    assert list(folder.glob("models/autoencoder_checkpoint_epoch=*.pt"))
+    assert not (folder / "models" / "model_autoencoder.pt").exists()
+    second = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *args)
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert "Restored all variables from" in log and "Epoch[1]" not in log.split("Restored all variables from")[1]
-    assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
-    assert not (folder / "models" / "autoencoder_checkpoint_epoch=1.pt").exists()
+    assert sorted(p.name for p in folder.glob("models/autoencoder_checkpoint_epoch=*.pt")) == [
+        "autoencoder_checkpoint_epoch=8.pt"
+    ]
+    assert (folder / "models" / "model_autoencoder.pt").is_file()
 
     # the same folder with another architecture: refused, naming the checkpoint, before any epoch
     wider = ["--datalist", str(datalist), *TINY[:1], "[8,16,16]", *TINY[2:], "--val_interval", "10"]
-    third = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *wider, "--autoencoder_epochs", "3")
-    assert_one_line_failure(third, "models/autoencoder_checkpoint_epoch=2.pt: 'autoencoder' weight")
+    third = bundle_run(folder, ["configs/train_autoencoder.yaml", DEMO], *wider, "--autoencoder_epochs", "9")
+    assert_one_line_failure(third, "models/autoencoder_checkpoint_epoch=8.pt: 'autoencoder' weight")
     assert "another architecture or config wrote it" in third.stderr
-    assert (folder / "models" / "autoencoder_checkpoint_epoch=2.pt").is_file()
+    assert (folder / "models" / "autoencoder_checkpoint_epoch=8.pt").is_file()
 
 
 def torchrun(folder: Path, configs: list[str], *overrides: str) -> subprocess.CompletedProcess:
