@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
 import json
 import os
 import uuid
@@ -198,7 +197,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the file's ending (so format-sniffing writers such as
     nibabel and matplotlib still work). On an exception it is removed and ``path`` is
-    left untouched.
+    left untouched. The first write into a folder removes the temporaries that killed writers
+    left there (:func:`remove_stale_temporaries`).
+
+    Raises:
+        InputError: ``path`` is a folder, or its parent is a file.
     """
     path = Path(path)
     if path.is_dir():
@@ -206,7 +209,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.parent.exists() and not path.parent.is_dir():
         raise InputError(f"{path.parent}: is a file, expected a folder to write {path.name} in")
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    remove_stale_temporaries(path.parent)
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
@@ -226,15 +229,23 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of ``path`` left by killed writers (``.tmp-<pid>-<id>-<name>``).
+#: Folders whose stale temporaries this process has already removed (each is scanned once).
+_SWEPT_FOLDERS: set[Path] = set()
 
-    Only files whose writing process no longer runs are removed, so a concurrent writer of
-    the same file keeps its temporary. Returns the files removed.
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries left in ``folder`` by killed writers (``.tmp-<pid>-<id>-<name>``).
+
+    Only files whose writing process no longer runs are removed, so a concurrent writer keeps
+    its temporary. Each folder is scanned once per process (writes into a folder of many files
+    stay cheap). Returns the files removed.
     """
-    path = Path(path)
+    folder = Path(folder)
+    if folder in _SWEPT_FOLDERS:
+        return []
+    _SWEPT_FOLDERS.add(folder)
     removed = []
-    for tmp in path.parent.glob(f".tmp-*-{glob.escape(path.name)}"):
+    for tmp in folder.glob(".tmp-*-*"):
         pid = tmp.name.split("-")[1]
         if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
