@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def _checkpoint_pattern(prefix: str) -> re.Pattern[str]:
@@ -27,6 +30,33 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def _load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint's content on the CPU, or ``None`` when it cannot be read (e.g. truncated)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+
+
+def latest_whole_checkpoint(folder: str | os.PathLike, prefix: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The newest ``<prefix>_*epoch=N.pt`` of ``folder`` that loads, and its content.
+
+    Newer ones that cannot be read (left half-written by a killed run) are removed, with a warning.
+
+    Returns:
+        ``(path, content)``, or ``(None, None)`` when there is no whole checkpoint (a fresh run).
+    """
+    while (path := latest_checkpoint(folder, prefix)) is not None:
+        saved = _load_checkpoint(path)
+        if saved is not None:
+            return path, saved
+        logger.warning("%s: cannot be read (a run killed while writing it?); removed", path)
+        Path(path).unlink(missing_ok=True)
+    return None, None
+
+
 def make_resumable(
     trainer: Any,
     save_dir: str | os.PathLike,
@@ -37,15 +67,19 @@ def make_resumable(
 ) -> str | None:
     """Save ``objects`` + the trainer every ``save_interval`` epochs, and resume from the newest save.
 
-    Attaches a ``monai.handlers.CheckpointSaver`` (keeps the newest checkpoint only,
-    ``<prefix>_checkpoint_epoch=N.pt``) and, when such a file exists, a
-    ``monai.handlers.CheckpointLoader`` that restores networks, optimisers and the epoch
+    Attaches a ``monai.handlers.CheckpointSaver`` (the newest checkpoint is kept,
+    ``<prefix>_checkpoint_epoch=N.pt``, the older one removed once the new one is written) and,
+    when such a file exists, a ``monai.handlers.CheckpointLoader`` that restores networks, optimisers and the epoch
     counter, so running the same command again continues where the last run stopped.
     Lives here rather than in the configs because the checkpoint must hold the trainer
     that its own handlers are attached to.
 
     Returns:
         The checkpoint resumed from, or ``None`` for a fresh run.
+
+    MONAI writes checkpoints in place (not atomically), so a run killed while writing one
+    leaves it truncated: such files are removed and the newest whole one is resumed from
+    (:func:`latest_whole_checkpoint`).
 
     Raises:
         InputError: the newest checkpoint holds networks of another architecture or config
@@ -54,21 +88,23 @@ def make_resumable(
     from monai.handlers import CheckpointLoader, CheckpointSaver
 
     to_save = {**objects, "trainer": trainer}
-    resume_from = latest_checkpoint(save_dir, prefix)
+    resume_from, saved = latest_whole_checkpoint(save_dir, prefix)
     if resume_from is not None:
-        check_resumable(resume_from, objects)
+        check_resumable(resume_from, objects, saved)
         CheckpointLoader(load_path=resume_from, load_dict=to_save, map_location=map_location).attach(trainer)
     from shared.distributed import is_rank_zero
 
     if not is_rank_zero():  # under torchrun only rank 0 writes checkpoints
         return resume_from
+    # ignite removes the previous checkpoint *before* it writes the next (n_saved=1), and MONAI writes
+    # in place, so a run killed mid-write would keep no whole checkpoint: keep every save (n_saved=None)
+    # and drop the older ones after each new one is written (this handler runs after the saver's)
     CheckpointSaver(
-        save_dir=str(save_dir), save_dict=to_save, file_prefix=prefix, save_interval=save_interval, n_saved=1
+        save_dir=str(save_dir), save_dict=to_save, file_prefix=prefix, save_interval=save_interval, n_saved=None
     ).attach(trainer)
-    if resume_from is not None:  # the new saver does not know the previous run's file: drop it once superseded
-        from ignite.engine import Events
+    from ignite.engine import Events
 
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: prune_older_checkpoints(save_dir, prefix))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: prune_older_checkpoints(save_dir, prefix))
     return resume_from
 
 
@@ -93,8 +129,10 @@ def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str
     return state.get("model", state) if isinstance(state, dict) and "model" in state else state
 
 
-def check_resumable(path: str | os.PathLike, objects: dict[str, Any]) -> None:
+def check_resumable(path: str | os.PathLike, objects: dict[str, Any], saved: dict[str, Any] | None = None) -> None:
     """Refuse to resume from ``path`` when its networks do not fit ``objects`` (names, shapes).
+
+    ``saved``: the checkpoint's content when already loaded (else it is read from ``path``).
 
     Raises:
         InputError: ``<file>: ...`` naming the first missing, unexpected or differently shaped
@@ -104,12 +142,10 @@ def check_resumable(path: str | os.PathLike, objects: dict[str, Any]) -> None:
 
     from shared.io import InputError
 
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(
-            f"{path}: cannot read this checkpoint ({type(error).__name__}); remove it to start afresh"
-        ) from None
+    if saved is None:
+        saved = _load_checkpoint(path)
+    if saved is None:
+        raise InputError(f"{path}: cannot read this checkpoint; remove it to start afresh")
     hint = "another architecture or config wrote it; remove it (or use another ckpt_dir) to train afresh"
     for name, obj in objects.items():
         if not isinstance(obj, torch.nn.Module):

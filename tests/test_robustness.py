@@ -530,6 +530,22 @@ def test_resuming_from_a_checkpoint_of_another_architecture_is_refused_naming_it
         check_resumable(path, {"autoencoder": torch.nn.Linear(2, 3)})
 
 
+def test_a_checkpoint_half_written_by_a_killed_run_is_removed_and_the_previous_one_resumed(tmp_path):
+    import torch
+
+    from shared.checkpoints import latest_whole_checkpoint
+
+    torch.save({"diffusion": torch.nn.Linear(2, 3).state_dict()}, tmp_path / "diffusion_checkpoint_epoch=1.pt")
+    whole = (tmp_path / "diffusion_checkpoint_epoch=1.pt").read_bytes()
+    (tmp_path / "diffusion_checkpoint_epoch=2.pt").write_bytes(whole[: len(whole) // 2])  # killed mid-write
+    path, saved = latest_whole_checkpoint(tmp_path, "diffusion")
+    assert path == str(tmp_path / "diffusion_checkpoint_epoch=1.pt") and "diffusion" in saved
+    assert not (tmp_path / "diffusion_checkpoint_epoch=2.pt").exists()
+    (tmp_path / "diffusion_checkpoint_epoch=1.pt").write_bytes(whole[:100])
+    assert latest_whole_checkpoint(tmp_path, "diffusion") == (None, None)  # nothing whole: a fresh start
+    assert not list(tmp_path.iterdir())
+
+
 def test_final_weights_are_not_written_from_an_interrupted_training(tmp_path):
     import torch
     from monai.engines import SupervisedTrainer

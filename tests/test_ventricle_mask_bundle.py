@@ -218,13 +218,15 @@ def test_training_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path):
     datalist = write_brain_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 32), validation_fraction=0.34)
     folder = copy_bundle(tmp_path / "bundle")
     args = ["--datalist", str(datalist), *TINY, "--val_interval", "10", "--autoencoder_epochs", "8"]
-    # kill -9 after the first epoch's checkpoint: no final weights; the rerun resumes and completes
+    # kill -9 once the second epoch's checkpoint is being written (MONAI writes in place, so it may be
+    # half-written; the first is then still whole): no final weights; the rerun resumes and completes
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                f"['configs/train_autoencoder.yaml','{DEMO}']", *args]  # fmt: skip
     first = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None and not list(folder.glob("models/autoencoder_ch*.pt")):
+    second_checkpoint = folder / "models" / "autoencoder_checkpoint_epoch=2.pt"
+    while time.monotonic() < deadline and first.poll() is None and not second_checkpoint.exists():
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()

@@ -266,11 +266,9 @@ PREDICTION_RECORD = ".prediction_settings.json"
 
 def _file_stamp(path: Path) -> str:
     """sha256 of a file (``"absent"`` when there is none)."""
-    import hashlib
+    from shared.workflow.starter_weights import sha256_of
 
-    if not path.is_file():
-        return "absent"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_of(path) if path.is_file() else "absent"
 
 
 def training_settings(dataset_id: int, configuration: str, schedule: TrainingSchedule) -> dict[str, Any]:

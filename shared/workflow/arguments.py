@@ -272,8 +272,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
     signature, hints = signature_hints(function)
     parameters = {p.name: p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     open_keywords = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    named: dict[str, Any] = {}
-    texts: dict[str, bool] = {}
+    named: dict[str, str] = {}  # every value is a command-line word
     positional: list[str] = []
     tokens = list(argv)
     index = 0
@@ -290,7 +289,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
         bare = not has_value and (index >= len(tokens) or _is_flag(tokens[index]))
         if open_keywords and name not in parameters and bare:  # --flag / --noflag of the **keywords
             key = name[2:] if name.startswith("no") and len(name) > 2 else name
-            named[key], texts[key] = str(not name.startswith("no")), True
+            named[key] = str(not name.startswith("no"))
             continue
         if name not in parameters and name.startswith("no") and name[2:] in parameters and not has_value:
             if hints.get(name[2:]) is not bool:
@@ -312,21 +311,18 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
             else:
                 value, index = follows, index + 1
         named[name] = value
-        texts[name] = True
     free = [name for name in parameters if name not in named]
     if len(positional) > len(free):
         extra = positional[len(free)]
         raise InputError(f"'{extra}': unexpected extra argument (there are only {len(parameters)} arguments)")
-    for name, value in zip(free, positional):
-        named[name] = value
-        texts[name] = True
+    named.update(zip(free, positional))
     missing = [name for name, p in parameters.items() if p.default is p.empty and name not in named]
     if missing:
         raise InputError(f"{flag_of(missing[0])}: required, not given (see --help)")
     kwargs: dict[str, Any] = {}
     for name, raw in named.items():
         flag = flag_of(name)
-        value = convert(flag, raw, hints.get(name, Any), from_text=texts[name])
+        value = convert(flag, raw, hints.get(name, Any), from_text=True)
         _check_value(flag, name, value)
         kwargs[name] = value
     return BoundCall(function, kwargs)
