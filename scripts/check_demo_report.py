@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shared.io import InputError, read_json
 from shared.workflow.cli import run_cli
-from shared.workflow.pipeline import DEMO_THRESHOLDS, check_demo_figures
+from shared.workflow.report import DEMO_THRESHOLDS, check_demo_figures
 
 
 def check_demo_report(output_dir: str = "outputs/demo", warn_only: Sequence[str] | str = ()) -> None:

@@ -12,10 +12,11 @@ Writes ``qc_status`` and ``qc_reason`` into the folder's ``manifest.csv`` (or ``
 and prints how many pairs were accepted and why the others were rejected. nnU-Net set
 assembly (``scripts/assemble_nnunet_dataset.py``) then takes the accepted pairs only.
 
-Tolerances (flags), ventricles: ``--max_c_error`` (0.35), ``--icv_range_ml LOW,HIGH`` (or
-``--reference_labels`` with ``--icv_tolerance 0.7,1.4``), ``--min_brain_component_fraction``
-(0.95), ``--min_ventricle_component_fraction`` (0.6). Tumours: ``--max_volume_error`` (0.5),
-``--max_centre_error`` (0.5), ``--max_tumour_components`` (2), ``--min_piece_voxels`` (5).
+Tolerances (flags), ventricles: ``--max_c_error``, ``--icv_range_ml LOW,HIGH`` (or
+``--reference_labels`` with ``--icv_tolerance``), ``--min_brain_component_fraction``,
+``--min_ventricle_component_fraction``. Tumours: ``--max_volume_error``, ``--max_centre_error``,
+``--max_tumour_components``, ``--min_piece_voxels``. Their defaults are those of
+``shared.workflow.pair_qc.VentricleQC`` and ``TumourQC``, which the main command uses too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from shared.io import InputError
 from shared.workflow.cli import run_cli
-from shared.workflow.pair_qc import ACCEPTED, KINDS, check_manifest, qc_settings, rejection_counts
+from shared.workflow.pair_qc import ACCEPTED, KINDS, VentricleQC, check_manifest, qc_settings, rejection_counts
 
 
 def check_pairs(
@@ -35,7 +36,7 @@ def check_pairs(
     folder: str,
     output: str | None = None,
     reference_labels: str | None = None,
-    icv_tolerance: Sequence[float] = (0.7, 1.4),
+    icv_tolerance: Sequence[float] = VentricleQC.icv_tolerance,
     **tolerances: Any,
 ) -> dict[str, int]:
     """QC every pair of ``folder/manifest.csv``; returns the rejection counts by reason.
@@ -46,7 +47,7 @@ def check_pairs(
         output: where to write the checked manifest (default: rewrite it in place).
         reference_labels: real label maps (folder or datalist) whose median ICV sets the accepted range.
         icv_tolerance: factors on that median (ventricles only).
-        **tolerances: the QC tolerances above, by name.
+        **tolerances: the QC tolerances above, by name (defaults: ``VentricleQC``, ``TumourQC``).
     """
     if kind not in KINDS:
         raise InputError(f"kind: unknown '{kind}', expected one of {', '.join(KINDS)}")

@@ -13,6 +13,11 @@ Only the files the bundle's inference reads are kept; ``.pt`` files keep the mod
 dict alone, in fp16 by default (``--precision fp32`` keeps full precision; each file must stay
 under 10 MB). Every file is listed with its sha256 in ``manifest.json``; the main command
 copies them only after the checksums match.
+
+``--ledger "{'autoencoder': {...}, 'diffusion': {...}}"`` records the data ledger: per training
+stage, the demo recipe of its data (``shared.workflow.demo_recipes.DemoRecipe`` fields). The data
+is drawn again, and its subjects and quantity range are written into the manifest
+(``scripts/record_starter_ledger.py`` does this for weights already written).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from shared.io import InputError
 from shared.workflow.cli import run_cli
+from shared.workflow.starter_ledger_cli import BUNDLE_STUDIES, record_ledger
 from shared.workflow.starter_weights import STARTER_FOLDER, write_starter_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +86,7 @@ def make_starter_weights(
     precision: str = "fp16",
     output: str | None = None,
     continuations: list[dict[str, Any]] | None = None,
+    ledger: dict[str, Any] | None = None,
 ) -> str:
     """Write ``bundles/<bundle>/starter/`` (or ``--output``) from a trained models folder.
 
@@ -94,12 +101,16 @@ def make_starter_weights(
         output: folder to write (default: the bundle's ``starter/``).
         continuations: the diffusion runs resumed after the first, in order, each a dict of the
             config values it changed (e.g. ``"[{'diffusion_epochs': 350, 'tumour_loss_weight': 5}]"``).
+        ledger: per training stage, the demo recipe of its data (``{'autoencoder': {...}, 'diffusion': {...}}``);
+            its subjects and quantity range go into the manifest.
 
     Returns:
         The folder written.
     """
-    if bundle not in INFERENCE_FILES:
+    if bundle not in INFERENCE_FILES or bundle not in BUNDLE_STUDIES:
         raise InputError(f"bundle: unknown '{bundle}', expected one of {', '.join(INFERENCE_FILES)}")
+    if ledger is not None and not isinstance(ledger, dict):
+        raise InputError(f"--ledger: expected a dict of stage -> data recipe, got {ledger!r}")
     if not (ROOT / "bundles" / bundle / "configs" / "presets" / f"{preset}.yaml").is_file():
         raise InputError(f"--preset: bundles/{bundle}/configs/presets/{preset}.yaml does not exist")
     if overrides is not None and not isinstance(overrides, dict):
@@ -125,6 +136,8 @@ def make_starter_weights(
     write_starter_weights(
         models_dir, folder, bundle, INFERENCE_FILES[bundle], preset, overrides, provenance, precision, continuations
     )
+    if ledger is not None:
+        record_ledger(bundle, ledger, str(folder))
     print(folder)
     return str(folder)
 

@@ -391,6 +391,18 @@ def read_datalist(path: str | os.PathLike, sections: Sequence[str] | None = None
     return items
 
 
+def item_subject(item: Mapping[str, Any]) -> str:
+    """The subject a datalist item shows: its ``subject``, else its ``case``, else its label file's name.
+
+    A subject is an anatomy, not a file: data ledgers count subjects, so a hold-out is a set of
+    subjects no model saw.
+    """
+    for key in ("subject", "case"):
+        if item.get(key):
+            return str(item[key])
+    return Path(str(item.get("label") or item.get("image"))).name.split(".")[0]
+
+
 def resolve_volume_inputs(source: str | os.PathLike, key: str = "label") -> list[Path]:
     """Volume files named by ``source``: a folder of volumes, a datalist JSON, or one file.
 

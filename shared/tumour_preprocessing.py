@@ -53,11 +53,12 @@ PAPER_SHAPE: tuple[int, int, int] = (192, 192, 96)
 
 @dataclass(frozen=True)
 class TumourCaseFiles:
-    """One case: its name, FLAIR and segmentation files."""
+    """One case: its name, FLAIR and segmentation files, and the subject it shows (default: the case)."""
 
     case: str
     image: Path
     label: Path
+    subject: str = ""
 
 
 def _match_one(folder: Path, patterns: Sequence[str], what: str) -> Path:
@@ -83,7 +84,8 @@ def find_tumour_cases(source: str | os.PathLike) -> list[TumourCaseFiles]:
             if "image" not in item or "label" not in item:
                 raise InputError(f"{source}: datalist item {index} needs both 'image' and 'label'")
             name = str(item.get("case") or Path(item["label"]).name.split(".")[0])
-            cases.append(TumourCaseFiles(name, Path(item["image"]), Path(item["label"])))
+            subject = str(item.get("subject") or name)
+            cases.append(TumourCaseFiles(name, Path(item["image"]), Path(item["label"]), subject))
         first: dict[str, TumourCaseFiles] = {}
         for case in cases:
             if case.case in first:
@@ -99,7 +101,9 @@ def find_tumour_cases(source: str | os.PathLike) -> list[TumourCaseFiles]:
     if not folders:
         raise InputError(f"{source}: no case folders (BraTS layout: one folder per case with FLAIR and seg)")
     return [
-        TumourCaseFiles(f.name, _match_one(f, FLAIR_PATTERNS, "FLAIR"), _match_one(f, SEG_PATTERNS, "segmentation"))
+        TumourCaseFiles(
+            f.name, _match_one(f, FLAIR_PATTERNS, "FLAIR"), _match_one(f, SEG_PATTERNS, "segmentation"), f.name
+        )
         for f in folders
     ]
 
@@ -212,7 +216,7 @@ def _write_prepared(
         image_rel, label_rel = f"images/{case.case}.nii.gz", f"labels/{case.case}.nii.gz"
         save_volume(output_dir / image_rel, image, affine, dtype=np.float32)
         save_volume(output_dir / label_rel, mask, affine, dtype=np.uint8)
-        items.append({"image": image_rel, "label": label_rel, "case": case.case})
+        items.append({"image": image_rel, "label": label_rel, "case": case.case, "subject": case.subject or case.case})
     n_validation = int(round(validation_fraction * len(items))) if len(items) > 1 else 0
     cut = len(items) - n_validation
     rows = measure_tumour_rows([output_dir / item["label"] for item in items])

@@ -146,12 +146,24 @@ def test_rounds_regenerate_rejected_requests_until_enough_pass(tmp_path):
     assert read_json(tmp_path / "qc.json") == summary
     accepted = accepted_rows(tmp_path / "manifest.csv")
     assert [r["label"] for r in accepted] == [
-        "rounds/round_0/labels/pair_0000.nii.gz", "rounds/round_1/labels/r1_pair_0000.nii.gz",
-        "rounds/round_1/labels/r1_pair_0001.nii.gz",
-    ]  # fmt: skip
+        "rounds/round_0/labels/pair_0000.nii.gz", "rounds/round_1/labels/pair_0000.nii.gz",
+        "rounds/round_1/labels/pair_0001.nii.gz",
+    ]  # fmt: skip  # the rounds' own files, kept as written (a rerun resumes them)
+    assert [r["case"] for r in accepted] == ["pair_0000", "r1_pair_0000", "r1_pair_0001"]
     pairs = read_pair_sources(tmp_path, "synthetic")
-    assert len({p.label.name for p in pairs}) == 3 and all(p.image.is_file() for p in pairs)
+    assert len({p.stem for p in pairs}) == 3 and all(p.image.is_file() for p in pairs)
     assert (tmp_path / "mosaic.png").is_file()
+    # A rerun keeps the earlier rounds: the generator finds each round's samples where it left them (the
+    # bundles skip every sample whose record matches), so nothing is generated again.
+    asked = []
+
+    def resume(folder: Path, count: int, seed: int, requests):
+        asked.append((folder.name, count, seed))
+        assert (folder / "manifest.csv").is_file() and len(list((folder / "labels").iterdir())) == count
+        return folder / "manifest.csv"
+
+    again = generate_with_qc(tmp_path, resume, "ventricles", QC, n_wanted=3, seed=5, max_rounds=3)
+    assert asked == [("round_0", 3, 5), ("round_1", 2, 1005)] and again == summary
 
 
 def test_command_line_checks_a_folder_and_refuses_bad_input(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_script
 from shared.io import InputError
-from shared.workflow.pipeline import DEMO_THRESHOLDS, check_demo_figures
+from shared.workflow.report import DEMO_THRESHOLDS, check_demo_figures
 from shared.workflow.starter_weights import (
     install_starter_weights,
     sha256_of,

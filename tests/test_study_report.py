@@ -11,7 +11,8 @@ import pytest
 
 from conftest import save_nifti
 from shared.io import write_csv
-from shared.workflow.segmentation_study import answer_lines, generator_figures, generator_lines
+from shared.workflow.report import answer_lines, generator_figures, generator_lines
+from shared.workflow.settings import resolve_settings
 from shared.workflow.study_statistics import compare_variants
 
 AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
@@ -46,22 +47,32 @@ def test_generator_figures_separate_the_first_round_from_the_accepted_pairs(tmp_
     assert figures["accepted"]["icv_ratio_median"] == pytest.approx(1.0)
     lines = generator_lines("ventricles", figures)
     assert lines[0].startswith("| ventricles | first round, before QC | 4 | rho(c, ventricle volume) -0.20")
+    assert "ventricles 5-40 mL" in lines[0]
     assert lines[-1] == "| ventricles | QC | 5 candidates in 2 rounds | 1 rejected (ICV outside range: 1) |"
 
 
-def test_answer_table_names_the_best_variant_and_its_paired_difference(tmp_path):
+def test_answer_calls_a_difference_only_when_its_interval_excludes_zero(tmp_path):
     per_case = []
-    for i in range(6):
-        per_case.append(
-            {"model": "real", "case": f"c{i}", "dice": 0.80 + 0.01 * i, "iou": 0.7, "abs_volume_error_ml": 5}
-        )
-        per_case.append({"model": "augmented", "case": f"c{i}", "dice": 0.85 + 0.01 * i, "iou": 0.6,
-                         "abs_volume_error_ml": 4})  # fmt: skip
-    comparison = compare_variants(per_case)
-    write_csv(tmp_path / "evaluation" / "tumours" / "comparison.csv", comparison,
-              list(dict.fromkeys(k for r in comparison for k in r)))  # fmt: skip
-    lines = answer_lines(tmp_path, "tumours")
-    dice, iou, mae = lines[2:]
-    assert dice.startswith("| tumours | dice | augmented | 0.875 (") and "+0.050 (+0.050, +0.050), p = 0.0312" in dice
-    assert iou.startswith("| tumours | iou | real | 0.700 (0.700, 0.700) | - |")
-    assert mae.startswith("| tumours | abs_volume_error_ml | augmented | 4.000")
+    for seed in range(3):
+        for i in range(8):
+            base = 0.80 + 0.01 * i + 0.002 * seed
+            for model, shift in (("real", 0.0), ("pool", 0.05), ("pool_augmented", 0.051), ("augmented", 0.05)):
+                per_case.append({"model": model, "seed": seed, "case": f"c{i}", "dice": base + shift, "iou": 0.7,
+                                 "abs_volume_error_ml": 4})  # fmt: skip
+    subsets = {"all": [f"c{i}" for i in range(8)], "inside": [f"c{i}" for i in range(5)],
+               "beyond": [f"c{i}" for i in range(5, 8)]}  # fmt: skip
+    comparison = compare_variants(per_case, ("real", "pool"), subsets, n_resamples=2000)
+    evaluation = tmp_path / "evaluation" / "tumours"
+    write_csv(evaluation / "comparison.csv", comparison, list(dict.fromkeys(k for r in comparison for k in r)))
+    ledgers = [{"model": "slice LDM diffusion", "training": ["a", "b"]}]
+    bins = {"rule": "inside: <= 50 mL; beyond: above it", "edge_ml": 50.0, "quantity": "tumour_ml"}
+    design = {"generators_from": "pool", "aliases": {}, "ledgers": ledgers, "bins": bins}
+    (evaluation / "design.json").write_text(json.dumps(design))
+    lines = answer_lines(tmp_path, "tumours", resolve_settings("study"))
+    table = {line.split(" | ")[1]: line for line in lines if line.startswith("| ") and " - " in line}
+    assert "no difference shown" in table["pool_augmented - pool"]  # +0.001 Dice is within the seeds' noise
+    assert "**better**" in table["augmented - real"] and "+0.050 (" in table["augmented - real"]
+    assert "**better**" in table["pool - real"]
+    assert any(line.startswith("- Tumours: no difference on the whole hold-out between `pool_augmented` and `pool`")
+               for line in lines)  # fmt: skip
+    assert "3 nnU-Net seed(s) per variant, 8 hold-out cases: 5 inside the training data, 3 beyond it" in lines[0]

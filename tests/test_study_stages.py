@@ -1,131 +1,83 @@
-"""Study stages: one nnU-Net per variant and seed, resumable; evaluation over seeds; variant sets."""
+"""Study stages: variant sets from their named sources, generator recipes, the scales' settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import shared.workflow.segmentation_study as study
-from conftest import save_nifti
-from shared.io import InputError, read_csv
-from shared.workflow.pipeline import StageRunner
-
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-def _truth(index: int) -> np.ndarray:
-    mask = np.zeros((12, 12, 12), dtype=np.int16)
-    mask[2 : 5 + index, 3:8, 3:8] = 1
-    return mask
-
-
-def _datasets(root: Path, variants: tuple[str, ...]) -> dict[str, Path]:
-    datasets = study.variant_dataset_folders(root / "nnUNet_raw", 501, "Test", variants)
-    for n, folder in enumerate(datasets.values()):
-        for i in range(4):
-            save_nifti(folder / "labelsTs" / f"test_c{i}.nii.gz", _truth(i), AFFINE)
-        for i in range(2 + n):
-            save_nifti(folder / "labelsTr" / f"real_t{i}.nii.gz", _truth(i), AFFINE)
-    return datasets
-
-
-def test_every_seed_of_every_variant_is_a_stage_and_resumes_alone(tmp_path, monkeypatch):
-    variants = ("real", "augmented")
-    root = tmp_path / "nnunet"
-    datasets = _datasets(root, variants)
-    trained: list[tuple[int, int, int]] = []
-
-    def fake_train(dataset_id, nnunet_root, settings, seed, replicate=0):
-        trained.append((dataset_id, seed, replicate))
-        folder = next(f for f in datasets.values() if f.name.startswith(f"Dataset{dataset_id}"))
-        out = study.prediction_folder(nnunet_root, folder, replicate)
-        for i in range(4):  # real: one slab short on every case; augmented: exact, except seed 1 on case 0
-            pred = _truth(i).copy()
-            if folder.name.endswith("Real"):
-                pred[2] = 0
-            elif replicate == 1 and i == 0:
-                pred[:] = 0
-            save_nifti(out / f"test_c{i}.nii.gz", pred, AFFINE)
-
-    monkeypatch.setattr(study, "train_nnunet", fake_train)
-    settings = study.StudySettings(nnunet_seeds=2, volume_threshold_ml=1.0)
-    runner = StageRunner(tmp_path)
-    params = {"seed": 7}
-    study.train_and_evaluate(runner, "tumours", datasets, root, tmp_path, settings, params)
-    assert trained == [(501, 7, 0), (503, 7, 0), (501, 8, 1), (503, 8, 1)]  # ids follow VARIANT_SOURCES
-    assert (root / "nnUNet_results_seed1").is_dir()
-
-    evaluation = tmp_path / "evaluation" / "tumours"
-    per_case = read_csv(evaluation / "per_case.csv")
-    assert len(per_case) == 2 * 2 * 4 and {r["seed"] for r in per_case} == {"0", "1"}
-    summary = {r["model"]: r for r in read_csv(evaluation / "summary.csv") if r["subset"] == "all"}
-    assert summary["augmented"]["n"] == "8" and float(summary["augmented"]["dice_mean"]) == pytest.approx(7 / 8)
-    comparison = {(r["model"], r["metric"]): r for r in read_csv(evaluation / "comparison.csv")}
-    dice = comparison[("augmented", "dice")]
-    assert dice["n"] == "4"  # paired on the cases (each a mean over the seeds), not on case x seed
-    real_dice = np.mean([float(r["dice"]) for r in per_case if r["model"] == "real"])
-    assert float(dice["vs_real_mean_difference"]) == pytest.approx(7 / 8 - real_dice)
-    for picture in ("errors.png", "bland_altman.png", "training_volumes.png", "seed_1/per_case.csv"):
-        assert (evaluation / picture).is_file(), picture
-
-    # Rerun: nothing is redone. Lose the marker of one seed's model: only that model trains again.
-    trained.clear()
-    study.train_and_evaluate(runner, "tumours", datasets, root, tmp_path, settings, params)
-    assert trained == []
-    (tmp_path / ".stages" / "nnunet_tumours_augmented_seed1.json").unlink()
-    study.train_and_evaluate(runner, "tumours", datasets, root, tmp_path, settings, params)
-    assert trained == [(503, 8, 1)]
-    # Other parameters redo every stage that depends on them.
-    trained.clear()
-    study.train_and_evaluate(runner, "tumours", datasets, root, tmp_path, settings, {"seed": 9})
-    assert [t[1] for t in trained] == [9, 9, 10, 10]
+import shared.workflow.stages as stages
+from shared.io import InputError, write_csv
+from shared.workflow.settings import SCALES, VARIANTS, resolve_settings
 
 
 def test_variant_sets_take_their_pairs_from_the_named_folders(tmp_path):
     from shared.demo.dataset import write_tumour_dataset
-    from shared.io import write_csv
     from shared.segmentation.classical_augmentation import write_augmented_pairs
+    from shared.workflow.ledger import read_ledger
 
     real = write_tumour_dataset(tmp_path / "real", 3, (24, 24, 24), None, 0, validation_fraction=0.0)
+    pool = write_tumour_dataset(tmp_path / "pool", 4, (24, 24, 24), None, 7, validation_fraction=0.0)
     test = write_tumour_dataset(tmp_path / "test", 2, (24, 24, 24), None, 5, validation_fraction=0.0)
     classical = write_augmented_pairs(real, tmp_path / "classical", copies=2).parent
     generated = tmp_path / "generated"
+    verdicts = ("accepted", "rejected", "accepted")
     rows = [{"image": f"../real/images/tumour_00{i}.nii.gz", "label": f"../real/labels/tumour_00{i}.nii.gz",
-             "qc_status": status} for i, status in enumerate(("accepted", "rejected", "accepted"))]  # fmt: skip
-    write_csv(generated / "manifest.csv", rows, ["image", "label", "qc_status"])
-    variants = ("real", "real_classical", "synthetic", "augmented", "augmented_classical")
-    datasets = study.variant_dataset_folders(tmp_path / "raw", 511, "T", variants)
-    written = study.assemble_study_sets(
-        datasets, real, test, {"generated": generated, "classical": classical}, tmp_path / "merged",
-        labels="whole_tumour", num_workers=1, progress=False,
-    )  # fmt: skip
-    counts = {v: len(list((folder / "labelsTr").iterdir())) for v, folder in written.items()}
-    assert counts == {"real": 3, "real_classical": 3 + 6, "synthetic": 2, "augmented": 3 + 2,
-                      "augmented_classical": 3 + 6 + 2}  # fmt: skip
-    assert written["augmented_classical"].name == "Dataset516_TAugmentedClassical"
-    assert all(len(list((f / "labelsTs").iterdir())) == 2 for f in written.values())
+             "qc_status": status, "case": f"r1_pair_{i}"} for i, status in enumerate(verdicts)]  # fmt: skip
+    write_csv(generated / "manifest.csv", rows, ["image", "label", "qc_status", "case"])
+    variants = ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical", "pool_augmented")
+    datasets = stages.variant_dataset_folders(tmp_path / "raw", 511, "T", variants)
+    sources = {"real": real, "pool": pool, "holdout": test, "generated": generated, "classical": classical}
+    for variant, folder in datasets.items():
+        stages.assemble_variant(variant, folder, tmp_path, "tumours", sources, ("slice LDM",))
+    counts = {v: len(list((folder / "labelsTr").iterdir())) for v, folder in datasets.items()}
+    assert counts == {"real": 3, "pool": 4, "real_classical": 3 + 6, "synthetic": 2, "augmented": 3 + 2,
+                      "augmented_classical": 3 + 6 + 2, "pool_augmented": 4 + 2}  # fmt: skip
+    assert datasets["augmented_classical"].name == "Dataset516_TAugmentedClassical"
+    assert datasets["pool_augmented"].name == "Dataset518_TPoolAugmented"
+    assert all(len(list((f / "labelsTs").iterdir())) == 2 for f in datasets.values())
+    assert sorted(p.name for p in (datasets["synthetic"] / "labelsTr").iterdir()) == [
+        "syn_r1_pair_0.nii.gz", "syn_r1_pair_2.nii.gz"  # named by the manifest's case column
+    ]  # fmt: skip
+    ledgers = {v: read_ledger(folder / "ledger.json") for v, folder in datasets.items()}
+    assert ledgers["augmented_classical"].training == tuple(f"demo-tumour-s0-{i:03d}" for i in range(3))
+    assert ledgers["augmented_classical"].synthetic_pairs == 2 and ledgers["augmented_classical"].via == ("slice LDM",)
+    assert ledgers["real_classical"].synthetic_pairs == 0  # classical copies are the real subjects' own
+    assert ledgers["pool"].training == tuple(f"demo-tumour-s7-{i:03d}" for i in range(4))
+    assert ledgers["synthetic"].training == () and ledgers["synthetic"].value_range is None
 
 
-def test_settings_refuse_unknown_variants_and_seed_counts():
-    with pytest.raises(InputError, match="tumour variants"):
-        study.StudySettings(tumour_variants=("real", "real_dr"))
+def test_settings_come_from_one_table_and_refuse_unknown_values():
+    study = resolve_settings("study")
+    assert study.nnunet_seeds == 3 and study.brains.low == 1.0 and study.brains.high == 2.0
+    assert study.schedule("tumours").epochs == 12 and study.schedule("ventricles").epochs == 16
+    assert resolve_settings("study", nnunet_epochs=5).schedule("tumours").epochs == 5  # one flag, both studies
+    assert study.ventricle_qc.max_c_error == 0.35  # pair_qc's default: the scale overrides nothing
+    assert [p.first_index for p in study.ventricle_holdout] == [0, 24]
+    assert set(SCALES["study"]) == set(SCALES["demo"])
+    assert all(v in VARIANTS for s in ("ventricle_variants", "tumour_variants") for v in SCALES["study"][s])
+    with pytest.raises(InputError, match="tumours variants"):
+        resolve_settings("study", tumour_variants=("real", "real_dr"))
     with pytest.raises(InputError, match="need 'real'"):
-        study.StudySettings(ventricle_variants=("synthetic",))
+        resolve_settings("study", ventricle_variants=("synthetic",))
     with pytest.raises(InputError, match="nnunet_seeds"):
-        study.StudySettings(nnunet_seeds=0)
+        resolve_settings("study", nnunet_seeds=0)
+    with pytest.raises(InputError, match="--generators_from 'both'"):
+        resolve_settings("study", generators_from="both")
+    with pytest.raises(InputError, match="--holdout_size: not a setting"):
+        resolve_settings("study", holdout_size=3)
+    with pytest.raises(InputError, match="not a ventricles tolerance"):
+        resolve_settings("study", ventricle_qc={"max_volume_error": 0.1})
 
 
 def test_retraining_a_generator_repeats_its_recipe_continuations_in_order(tmp_path, monkeypatch):
     recipe = {"preset": "demo", "overrides": {"diffusion_epochs": 4, "tumour_loss_weight": 50},
               "continuations": [{"diffusion_epochs": 6, "tumour_loss_weight": 5}, {"diffusion_epochs": 8}]}  # fmt: skip
-    monkeypatch.setattr(study, "starter_recipe", lambda bundle: recipe)
     calls = []
     monkeypatch.setattr(
-        study, "run_bundle", lambda _bundle, configs, values, what: calls.append((configs, values, what))
+        stages, "run_bundle", lambda _bundle, configs, values, what: calls.append((configs, values, what))
     )
-    study.train_bundle(Path("b"), tmp_path / "models", tmp_path / "datalist.json", "cpu", "slice LDM")
+    stages.train_bundle(Path("b"), tmp_path / "models", tmp_path / "datalist.json", "cpu", "slice LDM", recipe)
     names = [what for _, _, what in calls]
     assert names == ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)",
                      "slice LDM diffusion (continuation 2)"]  # fmt: skip
@@ -134,3 +86,17 @@ def test_retraining_a_generator_repeats_its_recipe_continuations_in_order(tmp_pa
     assert all(values["ckpt_dir"] == str(tmp_path / "models") for _, values, _ in calls)
     assert calls[1][0] == calls[3][0] == ["configs/train_autoencoder.yaml", "configs/train_diffusion.yaml",
                                           "configs/presets/demo.yaml"]  # fmt: skip
+
+
+def test_the_data_scarce_recipe_is_the_starters_with_the_scales_epochs():
+    pool = stages.generator_recipe("slice_based_ldm_brats", resolve_settings("study"))
+    real = stages.generator_recipe("slice_based_ldm_brats", resolve_settings("study", generators_from="real"))
+    scarce = SCALES["study"]["scarce_recipes"]["slice_based_ldm_brats"]
+    assert pool["preset"] == real["preset"] == "demo"
+    assert real["overrides"] == {**pool["overrides"], "diffusion_epochs": scarce["diffusion_epochs"]}
+    assert real["continuations"] == scarce["continuations"] != pool["continuations"]
+    mask = stages.generator_recipe("ventricle_mask_ldm", resolve_settings("study", generators_from="real"))
+    assert (
+        mask["overrides"]["autoencoder_epochs"]
+        == SCALES["study"]["scarce_recipes"]["ventricle_mask_ldm"]["autoencoder_epochs"]
+    )

@@ -6,8 +6,13 @@ masks as labels)::
     <output_dir>/images/brain_000.nii.gz   FLAIR-like image, float32
     <output_dir>/labels/brain_000.nii.gz   label map, FreeSurfer/SynthSeg ids, int16
     <output_dir>/datalist.json             {"training": [...], "validation": [...]}
-    <output_dir>/dataset.json              generation parameters, label set, per-case values
+    <output_dir>/dataset.json              generation parameters, label set, subjects
     <output_dir>/mosaic.png                a few cases with label outlines
+
+Every item names its **subject** (:func:`subject_id`): the anatomy drawn from the dataset's
+seed and the case index. The same subject drawn with another ventricle enlargement (or on
+another grid) is the same subject with another case file; data ledgers count subjects, so a
+hold-out of other seeds is a set of subjects no model saw.
 """
 
 from __future__ import annotations
@@ -35,11 +40,26 @@ from shared.viz import MosaicCase, save_label_mosaic
 
 BRAIN_STREAM = 0
 
+
+def subject_id(kind: str, seed: int, index: int) -> str:
+    """``demo-<kind>-s<seed>-<index>``: one demo subject (``kind`` ``brain`` or ``tumour``).
+
+    The anatomy of a demo case is a function of ``(kind, seed, index)`` only: the ventricle
+    enlargement range, the grid and the spacing change the case's files, not its subject.
+    """
+    return f"demo-{kind}-s{int(seed)}-{int(index):03d}"
+
+
 #: Number of cases shown in a dataset's mosaic.
 MOSAIC_CASES = 4
 
 #: Label set of the tumour masks.
 TUMOUR_MASK_LABELS: dict[int, str] = {0: "background", 1: "whole-tumour"}
+
+
+def _check_first_index(first_index: int) -> None:
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or first_index < 0:
+        raise InputError(f"first index: expected an integer >= 0, got {first_index!r}")
 
 
 def _check_counts(n_cases: int, validation_fraction: float) -> int:
@@ -61,6 +81,7 @@ def _write_dataset(
     label_dtype: Any,
     description: dict[str, Any],
     mosaic_focus: str,
+    first_index: int = 0,
 ) -> Path:
     """Generate and save ``n_cases`` pairs, then ``dataset.json``, ``mosaic.png`` and the datalist.
 
@@ -68,11 +89,13 @@ def _write_dataset(
         output_dir: dataset folder.
         prefix: case name prefix (``brain`` -> ``brain_000``).
         n_cases: number of cases; the last ``n_validation`` go to the ``validation`` section.
+        n_validation: how many of them.
         grid: the cases' grid.
         make_case: ``index -> (image, labels, per-case values for the datalist)``.
         label_dtype: on-disk dtype of the labels.
         description: dataset-specific entries of ``dataset.json`` (kind, parameters, label set).
         mosaic_focus: where the mosaic's slices cross (see :func:`shared.viz.save_label_mosaic`).
+        first_index: index of the first case (subjects ``first_index`` ... ``first_index + n_cases - 1``).
 
     Returns:
         The datalist path, written last so that its presence means the dataset is complete.
@@ -84,13 +107,15 @@ def _write_dataset(
             stale.unlink()
     items: list[dict[str, Any]] = []
     mosaic: list[MosaicCase] = []
-    for index in tqdm(range(n_cases), desc=f"demo {prefix}s", unit="case", disable=None):
+    indices = range(int(first_index), int(first_index) + n_cases)
+    for index in tqdm(indices, desc=f"demo {prefix}s", unit="case", disable=None):
         image, labels, values = make_case(index)
         case = f"{prefix}_{index:03d}"
         image_rel, label_rel = f"images/{case}.nii.gz", f"labels/{case}.nii.gz"
         save_volume(output_dir / image_rel, image, grid.affine, dtype=np.float32)
         save_volume(output_dir / label_rel, labels, grid.affine, dtype=label_dtype)
-        items.append({"image": image_rel, "label": label_rel, "case": case, **values})
+        subject = subject_id(prefix, description["seed"], index)
+        items.append({"image": image_rel, "label": label_rel, "case": case, "subject": subject, **values})
         if len(mosaic) < MOSAIC_CASES:
             title = f"{case} " + " ".join(f"{k}={v:.3g}" for k, v in values.items() if isinstance(v, float))
             mosaic.append(MosaicCase(image=image, labels=labels, spacing=grid.spacing, title=title))
@@ -104,6 +129,7 @@ def _write_dataset(
             "spacing_mm": list(grid.spacing),
             "num_training": cut,
             "num_validation": n_validation,
+            "subjects": [item["subject"] for item in items],
         },
     )
     save_label_mosaic(output_dir / "mosaic.png", mosaic, focus=mosaic_focus)
@@ -118,6 +144,7 @@ def write_brain_dataset(
     seed: int = 0,
     enlargement_range: Sequence[float] = DEFAULT_ENLARGEMENT_RANGE,
     validation_fraction: float = 0.2,
+    first_index: int = 0,
 ) -> Path:
     """Write ``n_cases`` brain label maps with FLAIR-like images; returns the datalist path.
 
@@ -129,9 +156,11 @@ def write_brain_dataset(
         seed: dataset seed; the same seed gives byte-identical arrays.
         enlargement_range: range of the ventricle enlargement (volume factor), log-uniform.
         validation_fraction: share of cases (the last ones) listed under ``validation``.
+        first_index: subject index of the first case (a dataset of other subjects of the same seed).
     """
     output_dir = Path(output_dir)
     n_validation = _check_counts(n_cases, validation_fraction)
+    _check_first_index(first_index)
     grid = make_grid(shape, spacing)
     try:
         low, high = (float(v) for v in enlargement_range)
@@ -153,7 +182,7 @@ def write_brain_dataset(
         "labels": {str(k): v for k, v in SYNTHSEG_CLASSES.items()},
     }
     return _write_dataset(
-        output_dir, "brain", n_cases, n_validation, grid, make_case, np.int16, description, mosaic_focus="ventricles"
+        output_dir, "brain", n_cases, n_validation, grid, make_case, np.int16, description, "ventricles", first_index
     )
 
 
@@ -166,6 +195,7 @@ def write_tumour_dataset(
     radius_range_mm: Sequence[float] = DEFAULT_RADIUS_RANGE_MM,
     centre_fraction: Sequence[float] | None = None,
     validation_fraction: float = 0.2,
+    first_index: int = 0,
 ) -> Path:
     """Write ``n_cases`` tumour cases (FLAIR-like image + binary whole-tumour mask); returns the datalist path.
 
@@ -179,9 +209,11 @@ def write_tumour_dataset(
         centre_fraction: fixed tumour centre as grid fractions ``(x, y, z)`` in [0, 1]; must
             fall in cerebral white matter. ``None`` draws one per case.
         validation_fraction: share of cases (the last ones) listed under ``validation``.
+        first_index: subject index of the first case.
     """
     output_dir = Path(output_dir)
     n_validation = _check_counts(n_cases, validation_fraction)
+    _check_first_index(first_index)
     grid = make_grid(shape, spacing)
     radius_range_mm = check_radius_range(radius_range_mm)
 
@@ -198,5 +230,5 @@ def write_tumour_dataset(
         "labels": {str(k): v for k, v in TUMOUR_MASK_LABELS.items()},
     }
     return _write_dataset(
-        output_dir, "tumour", n_cases, n_validation, grid, make_case, np.uint8, description, mosaic_focus="labels"
+        output_dir, "tumour", n_cases, n_validation, grid, make_case, np.uint8, description, "labels", first_index
     )

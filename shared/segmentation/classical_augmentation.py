@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.io import InputError, load_image, load_label_map, read_datalist, save_volume, write_csv
+from shared.io import InputError, item_subject, load_image, load_label_map, read_datalist, save_volume, write_csv
 
 
 def augmentation_transform(seed: int) -> Any:
@@ -89,8 +89,8 @@ def write_augmented_pairs(
                 save_volume(partial / "images" / name, new_image, image.affine, dtype=np.float32)
                 save_volume(partial / "labels" / name, new_mask, mask.affine, dtype=np.int16)
                 rows.append({"image": f"images/{name}", "label": f"labels/{name}", "source": str(item["label"]),
-                             "seed": pair_seed})  # fmt: skip
-        write_csv(partial / "manifest.csv", rows, ["image", "label", "source", "seed"])
+                             "subject": item_subject(item), "seed": pair_seed})  # fmt: skip
+        write_csv(partial / "manifest.csv", rows, ["image", "label", "source", "subject", "seed"])
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.io import InputError, load_label_map, read_datalist, save_volume, write_csv
+from shared.io import InputError, item_subject, load_label_map, read_datalist, save_volume, write_csv
 
 
 def randomise_image(label_map: np.ndarray, seed: int, max_blur_voxels: float = 1.0) -> np.ndarray:
@@ -74,5 +74,5 @@ def write_randomised_pairs(
             save_volume(output_dir / "images" / name, image, label.affine, dtype=np.float32)
             save_volume(output_dir / "labels" / name, label.array, label.affine, dtype=np.int16)
             rows.append({"image": f"images/{name}", "label": f"labels/{name}", "source": str(item["label"]),
-                         "seed": seed + 1000 * index + k})  # fmt: skip
-    return write_csv(output_dir / "manifest.csv", rows, ["image", "label", "source", "seed"])
+                         "subject": item_subject(item), "seed": seed + 1000 * index + k})  # fmt: skip
+    return write_csv(output_dir / "manifest.csv", rows, ["image", "label", "source", "subject", "seed"])

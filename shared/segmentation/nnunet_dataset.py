@@ -30,6 +30,7 @@ import numpy as np
 
 from shared.io import (
     InputError,
+    item_subject,
     list_volumes,
     load_pair,
     read_csv,
@@ -73,7 +74,9 @@ class PairSource:
 
     @property
     def stem(self) -> str:
-        """The label file's name without its volume suffix."""
+        """The case name: a manifest's ``case`` column, else the label file's name without its volume suffix."""
+        if self.conditions.get("case"):
+            return str(self.conditions["case"])
         name = self.label.name
         for suffix in (".nii.gz", ".nii", ".mgz"):
             if name.lower().endswith(suffix):
@@ -160,7 +163,10 @@ def read_pair_sources(
         missing = [i for i, item in enumerate(items) if "image" not in item or "label" not in item]
         if missing:
             raise InputError(f"{source}: datalist item {missing[0]} lacks 'image' or 'label'")
-        pairs = [PairSource(Path(item["image"]), Path(item["label"]), origin) for item in items]
+        pairs = [
+            PairSource(Path(item["image"]), Path(item["label"]), origin, {"subject": item_subject(item)})
+            for item in items
+        ]
     elif source.is_dir():
         images, labels = source / "images", source / "labels"
         if not images.is_dir() or not labels.is_dir():

@@ -271,10 +271,25 @@ def _file_stamp(path: Path) -> str:
     return sha256_of(path) if path.is_file() else "absent"
 
 
+def training_data_stamp(dataset_id: int) -> str:
+    """sha256 over the raw dataset's training files (names and bytes): another set is another model."""
+    import hashlib
+
+    raw = nnunet_folder("nnUNet_raw") / dataset_name(dataset_id)
+    digest = hashlib.sha256()
+    for sub in ("imagesTr", "labelsTr"):
+        for path in list_volumes(raw / sub) if (raw / sub).is_dir() else []:
+            digest.update(f"{sub}/{path.name}:{_file_stamp(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def training_settings(dataset_id: int, configuration: str, schedule: TrainingSchedule) -> dict[str, Any]:
-    """What a trained fold depends on: the schedule, and the plans it was trained with (by hash)."""
+    """What a trained fold depends on: the schedule, the plans (by hash) and the training files (by hash)."""
     plans = nnunet_folder("nnUNet_preprocessed") / dataset_name(dataset_id) / f"{PLANS}.json"
-    return {"configuration": configuration, **dataclasses.asdict(schedule), "plans_sha256": _file_stamp(plans)}
+    return {
+        "configuration": configuration, **dataclasses.asdict(schedule), "plans_sha256": _file_stamp(plans),
+        "training_data_sha256": training_data_stamp(dataset_id),
+    }  # fmt: skip
 
 
 def _changed_settings(record: Path, wanted: dict[str, Any]) -> str:

@@ -166,6 +166,8 @@ def convert(flag: str, raw: Any, hint: Any, from_text: bool) -> Any:
         if type(None) in args and (raw is None or (from_text and raw == "None")):
             return None
         members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # "X or None": X's own message (a wrong word is not a wrong None)
+            return convert(flag, raw, members[0], from_text)
         # a word for a "str or list" flag stays one word unless it holds commas or brackets
         if from_text and any(_accepts_str(m) for m in members) and not re.search(r"[,\[\](){}]", raw):
             return raw

@@ -3,16 +3,19 @@
 Round ``k`` asks a generator for the pairs still missing (as ``rounds/round_<k>/``, with its
 own ``manifest.csv``), checks each with :mod:`shared.workflow.pair_qc`, and stops when ``n_wanted``
 pairs were accepted or after ``max_rounds`` rounds. The folder's ``manifest.csv`` then lists
-*every* candidate, accepted or not, with ``round``, ``qc_status`` and ``qc_reason`` (paths
-relative to the folder; files of round ``k >= 1`` are renamed ``r<k>_<name>`` so that case
-names stay unique; nnU-Net set assembly takes only the accepted rows), and ``qc.json``
-sums up the rejections. ``mosaic.png`` shows accepted pairs.
+*every* candidate, accepted or not, with ``round``, ``case``, ``qc_status`` and ``qc_reason``
+(paths relative to the folder, into the rounds; ``case`` is the file's name, ``r<k>_<name>`` for
+round ``k >= 1``, so that nnU-Net case names stay unique; set assembly takes only the accepted
+rows), and ``qc.json`` sums up the rejections. ``mosaic.png`` shows accepted pairs.
+
+The round folders are kept: a rerun (after Ctrl-C, or with other QC tolerances) asks each round
+for the same samples again, and the generators skip every sample they finished with the same
+settings and weights (their per-sample records), so only what changed is generated.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,6 @@ def generate_with_qc(
         raise InputError(f"n_wanted and max_rounds must be at least 1, got {n_wanted} and {max_rounds}")
     output_dir = Path(output_dir)
     rounds_dir = output_dir / "rounds"
-    shutil.rmtree(rounds_dir, ignore_errors=True)
     rows: list[dict[str, Any]] = []
     accepted = 0
     requests: Sequence[float] | None = first_requests
@@ -61,11 +63,10 @@ def generate_with_qc(
         checked = check_manifest(manifest, kind, qc)
         for row in checked:
             row["round"] = k
+            stem = Path(row["label"]).name.split(".")[0]
+            row["case"] = stem if k == 0 else f"r{k}_{stem}"  # unique across rounds: nnU-Net case names
             for key in ("image", "label"):
-                path = folder / row[key]
-                if k > 0:  # unique file names across rounds: nnU-Net case names come from them
-                    path = path.rename(path.with_name(f"r{k}_{path.name}"))
-                row[key] = str(path.relative_to(output_dir))
+                row[key] = str((folder / row[key]).relative_to(output_dir))
         rows += checked
         good = [row for row in checked if row["qc_status"] == ACCEPTED]
         accepted += len(good)
@@ -82,7 +83,7 @@ def generate_with_qc(
             kept += 1
             if kept > n_wanted:
                 row["qc_status"], row["qc_reason"] = "surplus", "more accepted pairs than wanted"
-    columns = list(dict.fromkeys(["image", "label", "round", *[c for r in rows for c in r]]))
+    columns = list(dict.fromkeys(["image", "label", "round", "case", *[c for r in rows for c in r]]))
     write_csv(output_dir / "manifest.csv", rows, columns)
     first_round = [row for row in rows if row["round"] == 0]
     summary = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +38,31 @@ LATERAL_VENTRICLES = (4, 43)
 class VentricleQC:
     """Tolerances of ventricle pairs.
 
+    These defaults are the ones every command uses (``scripts/check_pairs.py``, the main
+    command's QC rounds); a study scale overrides them only where it says so.
+
     Attributes:
-        icv_range_ml: accepted intracranial volume (mL), e.g. 0.7-1.4x the real brains' median.
+        icv_range_ml: accepted intracranial volume (mL); the main command and
+            ``check_pairs --reference_labels`` set it to ``icv_tolerance`` x the real brains' median.
         max_c_error: largest accepted ``|achieved c - requested c|``.
         min_brain_component_fraction: share of the ICV its largest connected piece must hold.
         min_ventricle_component_fraction: share of each lateral ventricle its largest piece must hold.
+        icv_tolerance: factors on the real brains' median ICV that give ``icv_range_ml``.
     """
 
     icv_range_ml: tuple[float, float] = (0.0, float("inf"))
     max_c_error: float = 0.35
     min_brain_component_fraction: float = 0.95
     min_ventricle_component_fraction: float = 0.6
+    icv_tolerance: tuple[float, float] = (0.7, 1.4)
 
     def __post_init__(self) -> None:
         low, high = self.icv_range_ml
         if not 0 <= low < high:
             raise InputError(f"icv_range_ml: need 0 <= low < high, got {self.icv_range_ml}")
+        factor_low, factor_high = self.icv_tolerance
+        if not 0 <= factor_low < factor_high:
+            raise InputError(f"icv_tolerance: need 0 <= low < high, got {self.icv_tolerance}")
         if self.max_c_error < 0:
             raise InputError(f"max_c_error: must be >= 0, got {self.max_c_error}")
         for name in ("min_brain_component_fraction", "min_ventricle_component_fraction"):
@@ -64,6 +73,8 @@ class VentricleQC:
 @dataclass(frozen=True)
 class TumourQC:
     """Tolerances of tumour pairs (features in the normaliser's units, 0-1 over the training set).
+
+    The defaults are the ones every command uses (``scripts/check_pairs.py``, the main command).
 
     Attributes:
         max_volume_error: largest accepted ``|achieved - requested|`` normalised volume.
@@ -99,6 +110,12 @@ def largest_component_fraction(mask: np.ndarray) -> float:
     """Share of a mask's voxels in its largest connected piece (0 for an empty mask)."""
     sizes = component_sizes(mask)
     return float(sizes[0] / sizes.sum()) if sizes.size else 0.0
+
+
+def with_reference_icv(qc: VentricleQC, median_icv_ml: float) -> VentricleQC:
+    """``qc`` with ``icv_range_ml`` = its ``icv_tolerance`` x the reference brains' median ICV."""
+    low, high = qc.icv_tolerance
+    return replace(qc, icv_range_ml=(low * float(median_icv_ml), high * float(median_icv_ml)))
 
 
 def check_ventricle_label_map(
@@ -240,6 +257,7 @@ def qc_settings(kind: str, **tolerances: Any) -> VentricleQC | TumourQC:
     unknown = sorted(set(tolerances) - known)
     if unknown:
         raise InputError(f"--{unknown[0]}: not a {kind} tolerance (known: {', '.join(sorted(known))})")
-    if "icv_range_ml" in tolerances:
-        tolerances["icv_range_ml"] = tuple(float(v) for v in tolerances["icv_range_ml"])
+    for name in ("icv_range_ml", "icv_tolerance"):
+        if name in tolerances:
+            tolerances[name] = tuple(float(v) for v in tolerances[name])
     return cls(**tolerances)

@@ -1,0 +1,553 @@
+"""The main command's report: ``report.md`` (the answer first) and ``figures.json`` (what CI checks).
+
+The answer is read from each study's ``comparison.csv`` (hierarchical bootstrap over seeds and
+cases, Holm-adjusted p; :mod:`shared.workflow.study_statistics`) and says a variant differs
+from another only when the 95 % interval of the difference excludes 0. Each study's section
+holds its data ledger (which subjects every model learnt from), the settings fixed before the
+run, one row per variant (mean, seed SD, interval, differences against ``real`` and ``pool``),
+the same per hold-out bin (inside / beyond the training data), and the pictures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.io import atomic_path, read_csv, read_datalist, read_json, write_json
+from shared.workflow.generation_rounds import accepted_rows
+from shared.workflow.ledger import Ledger, ledger_table
+from shared.workflow.settings import StudySettings
+from shared.workflow.stages import evaluation_dir, fixed_settings
+from shared.workflow.study_statistics import BETTER, WORSE, verdict
+
+TITLES = {
+    "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
+    "tumours": "Tumour segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
+}
+#: What each variant's training set is, for the report.
+VARIANT_WORDS = {
+    "real": "the small real set",
+    "pool": "the data the generators learnt from",
+    "synthetic": "generated pairs only",
+    "augmented": "real + generated pairs",
+    "pool_augmented": "the generators' data + generated pairs",
+    "real_dr": "real + domain-randomised images of the real label maps",
+    "real_classical": "real + classical augmentation",
+    "augmented_classical": "real + generated pairs + classical augmentation",
+}
+#: The comparisons the answer names, in order: (variant, reference, what it asks).
+KEY_QUESTIONS = (
+    ("pool_augmented", "pool", "do generated pairs add anything beyond the data the generators learnt from?"),
+    ("augmented", "real", "do they help the small real set?"),
+    ("pool", "real", "how much do the generators' own data help the small real set?"),
+    ("synthetic", "real", "can generated pairs replace the real set?"),
+)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def generator_source(output_dir: Path) -> str:
+    """``starter weights`` or ``trained in this run``, from what the models folders hold."""
+    models = output_dir / "models"
+    starters = sorted(p.parent.name for p in models.glob("*/starter_manifest.json"))
+    trained = sorted({p.parent.name for p in models.glob("*/model.pt")} - set(starters))
+    parts = []
+    if starters:
+        parts.append(f"starter weights ({', '.join(starters)}; checksums verified; `bundles/*/starter/manifest.json`)")
+    if trained:
+        parts.append(f"trained in this run on the real training subjects ({', '.join(trained)})")
+    return "; ".join(parts) or "none"
+
+
+def generator_figures(out: Path, study: str) -> dict[str, Any]:
+    """The generator's own quality, from ``generated/<study>/manifest.csv`` and ``qc.json``.
+
+    Ventricles: Spearman rho of requested ``c`` against achieved ventricle volume and the
+    median ICV ratio to the real training brains, over the first round's candidates (what the
+    generator gives before QC) and over the accepted pairs. Tumours: the share of non-empty
+    masks and rho of requested against achieved volume, the same two ways.
+    """
+    from scipy.stats import spearmanr
+
+    generated = out / "generated" / study
+    rows = read_csv(generated / "manifest.csv")
+    qc = read_json(generated / "qc.json")
+    groups = {
+        "raw": [r for r in rows if r.get("round", "0") == "0"],
+        "accepted": accepted_rows(generated / "manifest.csv"),
+    }
+
+    def rho(x: list[float], y: list[float]) -> float:
+        return float(spearmanr(x, y).statistic) if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+
+    figures: dict[str, Any] = {"qc": qc}
+    for name, group in groups.items():
+        if study == "ventricles":
+            from shared.segmentation.metrics import label_volumes_ml
+
+            real_icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
+            c = [float(r["requested_c"]) for r in group]
+            volume = [float(r["ventricle_ml"]) for r in group]
+            icv = [float(r["icv_ml"]) for r in group]
+            figures[name] = {
+                "n": len(group), "rho_c_volume": rho(c, volume),
+                "icv_ratio_median": float(np.median(icv) / real_icv) if icv else float("nan"),
+                "ventricle_ml_min": float(min(volume, default=float("nan"))),
+                "ventricle_ml_max": float(max(volume, default=float("nan"))),
+            }  # fmt: skip
+        else:
+            requested = [float(r["requested_volume"]) for r in group]
+            achieved = [float(r["achieved_volume"]) for r in group]
+            voxels = [int(float(r["tumour_voxels"])) for r in group]
+            figures[name] = {
+                "n": len(group), "rho_volume": rho(requested, achieved),
+                "non_empty_fraction": float(np.mean([v > 0 for v in voxels])) if voxels else float("nan"),
+            }  # fmt: skip
+    return figures
+
+
+def segmentation_figures(out: Path, study: str) -> dict[str, Any]:
+    """Per variant: mean Dice, IoU and volume MAE on the whole hold-out (over seeds and cases)."""
+    comparison = read_csv(evaluation_dir(out, study) / "comparison.csv")
+    figures: dict[str, Any] = {}
+    for row in comparison:
+        if row["subset"] == "all":
+            figures.setdefault(row["model"], {})[row["metric"]] = float(row["mean"])
+    return figures
+
+
+def study_figures(out: Path, study: str) -> dict[str, Any]:
+    design = read_json(evaluation_dir(out, study) / "design.json")
+    comparison = read_csv(evaluation_dir(out, study) / "comparison.csv")
+    return {
+        "generator": generator_figures(out, study),
+        "segmentation": segmentation_figures(out, study),
+        "generators_from": design["generators_from"],
+        "bins": design["bins"],
+        "comparison": [
+            {k: _number(v) for k, v in row.items()}
+            for row in comparison
+            if row["metric"] in ("dice", "abs_volume_error_ml")
+        ],
+    }
+
+
+def _number(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+# ----------------------------------------------------------------------------- the answer
+
+
+def _row(comparison: Sequence[Mapping[str, str]], model: str, metric: str, subset: str) -> Mapping[str, str] | None:
+    return next(
+        (r for r in comparison if r["model"] == model and r["metric"] == metric and r["subset"] == subset), None
+    )
+
+
+def _float(row: Mapping[str, Any], key: str) -> float:
+    value = row.get(key, "")
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def difference_words(row: Mapping[str, Any] | None, reference: str, larger_is_better: bool = True) -> str:
+    """``+0.012 (-0.004, +0.028), p_Holm 0.31: no difference shown`` (or better / worse)."""
+    if row is None or f"vs_{reference}_difference" not in row or row.get(f"vs_{reference}_difference") in ("", None):
+        return "-"
+    diff, low, high = (_float(row, f"vs_{reference}_{k}") for k in ("difference", "ci_low", "ci_high"))
+    p = _float(row, f"vs_{reference}_p_holm")
+    called = verdict(row, reference, larger_is_better)
+    shown = f"**{called}**" if called in (BETTER, WORSE) else called
+    return f"{diff:+.3f} ({low:+.3f}, {high:+.3f}), p_Holm {p:.2g}: {shown}"
+
+
+def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
+    """One study's part of ``## Answer``: the key comparisons, all cases and per bin, called on their CI."""
+    comparison = read_csv(evaluation_dir(out, study) / "comparison.csv")
+    design = read_json(evaluation_dir(out, study) / "design.json")
+    bins = design["bins"]
+    models = {r["model"] for r in comparison}
+    counts = {s: _row(comparison, "real", "dice", s) for s in ("all", "inside", "beyond")}
+    n = {s: (int(float(r["n_cases"])) if r else 0) for s, r in counts.items()}
+    seeds = int(float(counts["all"]["n_seeds"])) if counts["all"] else 0
+    lines = [
+        f"**{study.capitalize()}** ({_protocol_words(design, settings)}; {seeds} nnU-Net seed(s) per variant, "
+        f"{n['all']} hold-out cases: {n['inside']} inside the training data, {n['beyond']} beyond it; "
+        f"bins: {bins['rule']}):",
+        "",
+        "| question | comparison | Dice, all cases | Dice, inside | Dice, beyond |",
+        "|---|---|---|---|---|",
+    ]
+    aliases = design["aliases"]
+    asked: set[tuple[str, str]] = set()
+    for variant, reference, question in KEY_QUESTIONS:
+        twin, twin_reference = aliases.get(variant, variant), aliases.get(reference, reference)
+        if variant not in models or twin_reference not in models or twin == twin_reference:
+            continue  # not run, or the same models (real protocol: pool is the real set)
+        if (twin, twin_reference) in asked:
+            continue
+        asked.add((twin, twin_reference))
+        name = f"{variant} - {reference}"
+        if (twin, twin_reference) != (variant, reference):
+            name += f" (= {twin} - {twin_reference})"
+        cells = [
+            difference_words(_row(comparison, twin, "dice", s), twin_reference) for s in ("all", "inside", "beyond")
+        ]
+        lines.append(f"| {question} | {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if seeds < 2:
+        lines += ["One nnU-Net seed per variant: the intervals hold the cases' variance only, not the seeds'.", ""]
+    lines += _plain_answer(comparison, design, study)
+    return lines
+
+
+def _protocol_words(design: Mapping[str, Any], settings: StudySettings) -> str:
+    if design["generators_from"] == "real":
+        return "generators trained on the real training subjects only: `pool` is the real set"
+    return "generators from their starter weights, trained on their own pool of labelled data"
+
+
+def _plain_answer(comparison: Sequence[Mapping[str, str]], design: Mapping[str, Any], study: str) -> list[str]:
+    """Sentences that say only what the intervals support."""
+    lines = []
+    target = "pool" if "pool" in {r["model"] for r in comparison} and "pool" not in design["aliases"] else "real"
+    variant = "pool_augmented" if target == "pool" else "augmented"
+    for subset, where in (("all", "on the whole hold-out"), ("beyond", "beyond the training data")):
+        row = _row(comparison, variant, "dice", subset)
+        if row is None or f"vs_{target}_ci_low" not in row:
+            continue
+        low, high = _float(row, f"vs_{target}_ci_low"), _float(row, f"vs_{target}_ci_high")
+        interval = f"95 % CI {low:+.3f} to {high:+.3f}, p_Holm {_float(row, f'vs_{target}_p_holm'):.2g}"
+        called = verdict(row, target)
+        if called == BETTER:
+            words = f"generated pairs improve Dice {where} over `{target}` ({interval})"
+        elif called == WORSE:
+            words = f"generated pairs lower Dice {where} against `{target}` ({interval})"
+        else:
+            words = f"no difference {where} between `{variant}` and `{target}` is shown ({interval})"
+        lines.append(f"- {study.capitalize()}: {words}.")
+    if design["generators_from"] == "pool":
+        lines.append(
+            f"- The generators learnt from {len(_pool_subjects(design))} subjects (data ledger below); "
+            "`pool` is that data, so `pool_augmented` against `pool` is what the generated pairs add beyond it."
+        )
+    return [*lines, ""]
+
+
+def _pool_subjects(design: Mapping[str, Any]) -> set[str]:
+    return {s for entry in design["ledgers"] if not entry["model"].startswith("nnU-Net") for s in entry["training"]}
+
+
+def generator_lines(study: str, figures: dict[str, Any]) -> list[str]:
+    """One Markdown table row per generator figure group (before QC, accepted)."""
+    qc = figures["qc"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in qc["reasons"].items()) or "none"
+    lines = []
+    for name in ("raw", "accepted"):
+        f = figures[name]
+        if study == "ventricles":
+            quality = (f"rho(c, ventricle volume) {f['rho_c_volume']:.2f}; "
+                       f"ICV / real median {f['icv_ratio_median']:.2f}; "
+                       f"ventricles {f['ventricle_ml_min']:.0f}-{f['ventricle_ml_max']:.0f} mL")  # fmt: skip
+        else:
+            quality = f"rho(requested, achieved volume) {f['rho_volume']:.2f}; non-empty {f['non_empty_fraction']:.0%}"
+        label = "first round, before QC" if name == "raw" else "accepted by QC"
+        lines.append(f"| {study} | {label} | {f['n']} | {quality} |")
+    lines.append(f"| {study} | QC | {qc['candidates']} candidates in {qc['rounds']} rounds | "
+                 f"{qc['rejected']} rejected ({reasons}) |")  # fmt: skip
+    return lines
+
+
+def answer_section(out: Path, figures: dict[str, Any], settings: StudySettings, studies: Sequence[str]) -> list[str]:
+    """``## Answer``: per study the key comparisons with their CIs, then the generators' own quality."""
+    lines = [
+        "## Answer: do the synthetic pairs make a better segmenter?",
+        "",
+        "Differences in hold-out Dice (mean over seeds and cases; 95 % CI of a hierarchical bootstrap over seeds",
+        "and cases; p Holm-adjusted over the variants compared with the same reference). A difference is called",
+        "only when its interval excludes 0 and its Holm-adjusted p is below 0.05.",
+        "",
+    ]
+    for study in studies:
+        lines += answer_lines(out, study, settings)
+    lines += [
+        f"Generators: {generator_source(out)}. Their own quality, so that a generator problem can be told",
+        "from a segmentation one:",
+        "",
+        "| study | pairs | n | quality |",
+        "|---|---|---|---|",
+    ]
+    for study in studies:
+        lines += generator_lines(study, figures[study]["generator"])
+    return [*lines, ""]
+
+
+# ----------------------------------------------------------------------------- a study's section
+
+
+def ledger_lines(out: Path, study: str) -> list[str]:
+    design = read_json(evaluation_dir(out, study) / "design.json")
+    ledgers = [Ledger.from_json(entry) for entry in design["ledgers"]]
+    holdout = Ledger.from_json(design["holdout"])
+    lines = [
+        "### Data ledger",
+        "",
+        "Which subjects each model learnt from (`models/*/ledger_*.json`, each nnU-Net set's `ledger.json`); a",
+        "subject is an anatomy, whatever its ventricles. No hold-out subject is in any ledger (checked before any",
+        "segmenter trained). Quantity: ventricle volume (ventricle study) or tumour volume (tumour study) of the",
+        "training subjects.",
+        "",
+        *ledger_table(ledgers, holdout),
+        "",
+    ]
+    if design["aliases"]:
+        pairs = ", ".join(f"`{a}` = `{t}`" for a, t in design["aliases"].items())
+        lines += [f"With the generators trained on the real set, {pairs}: the same training sets and models.", ""]
+    return lines
+
+
+def fixed_lines(settings: StudySettings, study: str, bins: Mapping[str, Any]) -> list[str]:
+    fixed = fixed_settings(settings, study)
+    lines = ["### Settings fixed before the run", ""]
+    lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in fixed.items() if key != "qc"]
+    qc = ", ".join(f"{k} {v}" for k, v in fixed["qc"].items() if k != "icv_range_ml")
+    lines += [
+        f"- QC: {qc}",
+        f"- hold-out bins: {bins['rule']}",
+        "- nnU-Net's schedule comes from `scripts/learning_curve.py` on a validation split of the real training",
+        "  subjects, never the hold-out; the guidance scale and `c` range from the mask LDM's own evaluation.",
+        "",
+    ]
+    return lines
+
+
+def _cell(row: Mapping[str, str] | None, reference: str, larger_is_better: bool) -> str:
+    return difference_words(row, reference, larger_is_better) if row else "-"
+
+
+def variant_table(comparison: Sequence[Mapping[str, str]], metric: str, digits: int = 3) -> list[str]:
+    """One row per variant: mean, seed SD, interval, differences against real and pool."""
+    larger = metric != "abs_volume_error_ml"
+    lines = [
+        "| training set | cases x seeds | mean | seed SD | 95 % CI | vs real: difference (CI), p_Holm "
+        "| vs pool: difference (CI), p_Holm |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in [r for r in comparison if r["metric"] == metric and r["subset"] == "all"]:
+        name = row["model"] + (f" (= {row['same_as']})" if row.get("same_as") else "")
+        sd = _float(row, "seed_sd")
+        lines.append(
+            f"| {name}: {VARIANT_WORDS.get(row['model'], '')} "
+            f"| {int(float(row['n_cases']))} x {int(float(row['n_seeds']))} "
+            f"| {_float(row, 'mean'):.{digits}f} | {'-' if np.isnan(sd) else f'{sd:.{digits}f}'} "
+            f"| {_float(row, 'ci_low'):.{digits}f}, {_float(row, 'ci_high'):.{digits}f} "
+            f"| {_cell(row, 'real', larger)} | {_cell(row, 'pool', larger)} |"
+        )
+    return lines
+
+
+def bin_table(comparison: Sequence[Mapping[str, str]], metric: str = "dice") -> list[str]:
+    """Per variant and bin: mean and the differences against real and pool."""
+    lines = [
+        "| training set | inside: mean | inside: vs real | inside: vs pool "
+        "| beyond: mean | beyond: vs real | beyond: vs pool |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in comparison))
+    for model in models:
+        cells = []
+        for subset in ("inside", "beyond"):
+            row = _row(comparison, model, metric, subset)
+            if row is None:
+                cells += ["-", "-", "-"]
+                continue
+            cells += [f"{_float(row, 'mean'):.3f} (n = {int(float(row['n_cases']))})", _cell(row, "real", True),
+                      _cell(row, "pool", True)]  # fmt: skip
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
+    """``## <title>`` of one finished study: ledger, fixed settings, results, bins, pictures."""
+    evaluation = evaluation_dir(out, study)
+    comparison = read_csv(evaluation / "comparison.csv")
+    design = read_json(evaluation / "design.json")
+    lines = [f"## {TITLES[study]}", ""]
+    if (out / "generated" / study / "mosaic.png").is_file():
+        lines += [f"Generated pairs accepted by QC (`generated/{study}/`, every candidate and its QC verdict in",
+                  "`manifest.csv`):", "", f"![generated](generated/{study}/mosaic.png)", ""]  # fmt: skip
+    lines += ledger_lines(out, study)
+    lines += fixed_lines(settings, study, design["bins"])
+    lines += ["### Hold-out Dice per training set", "", *variant_table(comparison, "dice"), ""]
+    lines += ["### Per hold-out bin (Dice)", "", f"Bins: {design['bins']['rule']}.", "", *bin_table(comparison), ""]
+    lines += [
+        "### Absolute volume error (mL) per training set",
+        "",
+        *variant_table(comparison, "abs_volume_error_ml", 2),
+        "",
+    ]
+    lines += [
+        f"Per case and seed: `evaluation/{study}/per_case.csv` (with each case's bin); every comparison, per bin and",
+        f"metric: `evaluation/{study}/comparison.csv`.",
+        "",
+        f"![errors](evaluation/{study}/errors.png)",
+        "",
+        f"![Bland-Altman](evaluation/{study}/bland_altman.png)",
+        "",
+        f"![training volumes](evaluation/{study}/training_volumes.png)",
+        "",
+    ]
+    return lines
+
+
+# ----------------------------------------------------------------------------- the whole report
+
+
+def _describe(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
+    """``min / median / max unit`` of an array."""
+    return f"{values.min():.{digits}f} / {np.median(values):.{digits}f} / {values.max():.{digits}f} {unit}".rstrip()
+
+
+def data_lines(output_dir: Path) -> list[str]:
+    from shared.viz import save_conditions_summary
+
+    ventricles = read_csv(output_dir / "conditions" / "ventricles.csv")
+    tumours = read_csv(output_dir / "conditions" / "tumours.csv")
+    enlargement = {
+        item["case"]: item["enlargement"] for item in read_datalist(output_dir / "data" / "brains" / "datalist.json")
+    }
+    save_conditions_summary(
+        output_dir / "conditions" / "summary.png", ventricles, tumours, [enlargement[row["case"]] for row in ventricles]
+    )
+    ventricle_ml = np.array([float(r["ventricle_ml"]) for r in ventricles])
+    ratio = np.array([float(r["ratio"]) for r in ventricles]) * 100
+    tumour_ml = np.array([float(r["volume_ml"]) for r in tumours])
+    sphericity = np.array([float(r["sphericity"]) for r in tumours])
+    return [
+        "| dataset | cases | quantity | min / median / max |",
+        "|---|---|---|---|",
+        f"| brains | {len(ventricles)} | ventricle volume | {_describe(ventricle_ml, 'mL')} |",
+        f"| brains | {len(ventricles)} | ventricles / ICV | {_describe(ratio, '%')} |",
+        f"| tumours | {len(tumours)} | tumour volume | {_describe(tumour_ml, 'mL')} |",
+        f"| tumours | {len(tumours)} | sphericity | {_describe(sphericity, digits=2)} |",
+        "",
+        "Tables: `conditions/ventricles.csv`, `conditions/tumours.csv` (normalisers fitted on the training split,",
+        "saved beside them).",
+        "",
+        "![conditions](conditions/summary.png)",
+        "",
+        "Brains (image with label outlines):",
+        "",
+        "![brains](data/brains/mosaic.png)",
+        "",
+        "Tumours (image with mask outline):",
+        "",
+        "![tumours](data/tumours/mosaic.png)",
+        "",
+    ]
+
+
+def scale_note(settings: StudySettings, studies: Sequence[str]) -> list[str]:
+    iterations = " / ".join(
+        str(settings.schedule(s).epochs * settings.schedule(s).iterations_per_epoch) for s in studies
+    )
+    if settings.scale == "demo":
+        return [
+            f"Demo scale: each nnU-Net trains for {iterations} iterations ({' / '.join(studies)}) on a few dozen",
+            "cases, with one seed, and the hold-outs have a handful of cases, so the intervals are wide and hold no",
+            "seed variance. The generators' data is not a control here (no `pool` variant); the study scale",
+            "(`--scale study`, README) runs the papers' experiments in miniature with it.",
+            "",
+        ]
+    return [
+        f"Study scale: {settings.nnunet_seeds} nnU-Net model(s) per training set (seeds {settings.seed}-"
+        f"{settings.seed + settings.nnunet_seeds - 1}), {iterations} iterations each ({' / '.join(studies)}). "
+        "Training sets: "
+        + "; ".join(
+            f"`{v}`: {VARIANT_WORDS[v]}" for v in dict.fromkeys(v for s in studies for v in settings.study_variants(s))
+        )
+        + ".",
+        "",
+    ]
+
+
+def write_report(output_dir: Path, settings: StudySettings, studies: Sequence[str], stage_lines: list[str]) -> Path:
+    """``report.md`` and (with studies) ``figures.json`` from the stages written before."""
+    brains_info = read_json(output_dir / "data" / "brains" / "dataset.json")
+    spacing = " x ".join(f"{s:.3g}" for s in brains_info["spacing_mm"])
+    lines = [
+        f"# {settings.scale.capitalize()} run",
+        "",
+        f"Grid {' x '.join(str(n) for n in brains_info['shape'])} voxels at {spacing} mm, seed {brains_info['seed']}.",
+        "",
+    ]
+    figures: dict[str, Any] = {}
+    if studies:
+        figures = {"generators": generator_source(output_dir), **{s: study_figures(output_dir, s) for s in studies}}
+        lines += answer_section(output_dir, figures, settings, studies)
+    lines += data_lines(output_dir)
+    if studies:
+        lines += scale_note(settings, studies)
+    for study in studies:
+        lines += study_section(output_dir, study, settings)
+    lines += stage_lines
+    path = output_dir / "report.md"
+    if studies:
+        write_json(output_dir / "figures.json", figures)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path
+
+
+#: What the default demo must reach (issue thresholds; CI checks ``figures.json`` against them).
+DEMO_THRESHOLDS: dict[str, float] = {
+    "ventricles_real_dice": 0.80,
+    "tumours_real_dice": 0.60,
+    "ventricles_icv_ratio_low": 0.7,
+    "ventricles_icv_ratio_high": 1.4,
+    "ventricles_rho": 0.7,
+    "tumours_non_empty": 0.9,
+    "tumours_rho": 0.6,
+}
+
+
+def check_demo_figures(figures: dict[str, Any], thresholds: dict[str, float] = DEMO_THRESHOLDS) -> dict[str, str]:
+    """The thresholds a demo's ``figures.json`` misses: ``{threshold name: one line}`` (empty: all met).
+
+    Generator figures are the generator's own: the first generation round, before QC rejects
+    anything (the accepted pairs' figures are in the report beside them).
+    """
+    failures: dict[str, str] = {}
+
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            failures[name] = what
+
+    for study in ("ventricles", "tumours"):
+        if study not in figures:
+            failures[study] = f"{study}: no figures (study not run)"
+            continue
+        key = f"{study}_real_dice"
+        dice = figures[study]["segmentation"]["real"]["dice"]
+        need(dice >= thresholds[key], key, f"{study}: real model's hold-out Dice {dice:.3f} < {thresholds[key]}")
+    if "ventricles" in figures:
+        g = figures["ventricles"]["generator"]["raw"]
+        low, high = thresholds["ventricles_icv_ratio_low"], thresholds["ventricles_icv_ratio_high"]
+        ratio = g["icv_ratio_median"]
+        need(low <= ratio <= high, "ventricles_icv_ratio", f"ventricles: ICV ratio {ratio:.2f} outside {low}-{high}")
+        need(g["rho_c_volume"] >= thresholds["ventricles_rho"], "ventricles_rho",
+             f"ventricles: rho(c, volume) {g['rho_c_volume']:.2f} < {thresholds['ventricles_rho']}")  # fmt: skip
+    if "tumours" in figures:
+        g = figures["tumours"]["generator"]["raw"]
+        need(g["non_empty_fraction"] >= thresholds["tumours_non_empty"], "tumours_non_empty",
+             f"tumours: non-empty masks {g['non_empty_fraction']:.2f} < {thresholds['tumours_non_empty']}")  # fmt: skip
+        need(g["rho_volume"] >= thresholds["tumours_rho"], "tumours_rho",
+             f"tumours: rho(requested, achieved) {g['rho_volume']:.2f} < {thresholds['tumours_rho']}")  # fmt: skip
+    return failures

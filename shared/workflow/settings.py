@@ -1,0 +1,316 @@
+"""A study's settings in one place: the scales' defaults (:data:`SCALES`) and what they compose.
+
+:data:`SCALES` is the only table of defaults of the main command: every flag of
+``scripts/run_pipeline.py`` is a key of it, and a flag given on the command line replaces the
+scale's value. :func:`resolve_settings` turns one scale plus the flags into a
+:class:`StudySettings`, which is made of the parts each stage reads: the demo data recipes
+(real sets, hold-outs), the generation settings, the QC tolerances (:class:`VentricleQC`,
+:class:`TumourQC`, whose own defaults live in ``pair_qc.py``), nnU-Net's
+:class:`TrainingSchedule`, the variants and the protocol (``generators_from``). A newcomer finds
+the QC thresholds, the schedule and the variants of a scale here.
+
+Everything in a scale is fixed before a run. The nnU-Net schedule was chosen with
+``scripts/learning_curve.py`` on a validation split of the real training subjects (never on the
+hold-out; README "nnU-Net on a CPU schedule"); the guidance scale and ``c`` range come from the
+mask LDM's own evaluation on its training data (its docs); the hold-out bins are a rule
+(inside / beyond the largest quantity any model's real training data holds), computed from the
+data ledgers before any segmenter trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared.io import InputError
+from shared.segmentation.nnunet_training import TrainingSchedule
+from shared.workflow.demo_recipes import DemoRecipe
+from shared.workflow.pair_qc import TumourQC, VentricleQC, qc_settings
+
+STUDIES = ("ventricles", "tumours")
+
+#: ``pool``: the generators are the shipped starter weights, trained on their own pool of
+#: labelled data (their manifests' ledgers); ``real``: every generator is trained on the study's
+#: real training subjects only (paper 003's data-scarce protocol).
+GENERATORS_FROM = ("pool", "real")
+
+#: Training set of each variant: the labelled data it starts from (``real``: the study's small
+#: real set; ``pool``: the data the generators learnt from; ``None``: none) and the pair folders
+#: added to it. ``generated``: the LDM pairs QC accepted; ``domain_randomised``: SynthSeg-style
+#: images of the real label maps; ``classical``: classically augmented copies of the real cases.
+#: The order fixes the nnU-Net dataset ids (base + index), so ids never move.
+VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "real": ("real", ()),
+    "synthetic": (None, ("generated",)),
+    "augmented": ("real", ("generated",)),
+    "real_dr": ("real", ("domain_randomised",)),
+    "real_classical": ("real", ("classical",)),
+    "augmented_classical": ("real", ("classical", "generated")),
+    "pool": ("pool", ()),
+    "pool_augmented": ("pool", ("generated",)),
+}
+#: The variants each study can train (paper 000: + domain randomisation; paper 003: + classical augmentation).
+STUDY_VARIANTS: dict[str, tuple[str, ...]] = {
+    "ventricles": ("real", "pool", "synthetic", "augmented", "pool_augmented", "real_dr"),
+    "tumours": ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical", "pool_augmented"),
+}
+#: With ``generators_from real`` the pool is the real set: these variants are the same training
+#: sets as the ones they name, so their models are not trained twice.
+REAL_PROTOCOL_ALIASES: dict[str, str] = {"pool": "real", "pool_augmented": "augmented"}
+
+#: Offset of the hold-out's seed from the run's seed: its subjects are none of the real ones.
+HOLDOUT_SEED_OFFSET = 1000
+
+_DEMO: dict[str, Any] = {
+    "seed": 0,
+    "generators_from": "pool",
+    # real training sets
+    "n_brains": 20, "shape": (32, 32, 32), "spacing": None, "brain_enlargement": (1.0, 5.0),
+    "n_tumours": 20, "tumour_shape": (64, 64, 64), "tumour_working_shape": (64, 64, 32),
+    # hold-outs: parts of (cases, low, high): ventricle enlargement / tumour radius (mm; None: the demo's)
+    "ventricle_holdout": ((8, 3.0, 6.0),),
+    "tumour_holdout": ((8, None, None),),
+    # generated pairs
+    "n_generated": 16, "generated_c": (0.0, 1.0), "guidance_scale": 2.0, "sampling_steps": 10, "qc_rounds": 3,
+    "ventricle_qc": {}, "tumour_qc": {},  # overrides of pair_qc's VentricleQC / TumourQC defaults
+    # nnU-Net: AdamW, epochs x 25 iterations per study (scripts/learning_curve.py on a validation split of
+    # the real subjects; README "nnU-Net on a CPU schedule"); --nnunet_epochs N sets both studies
+    "nnunet_epochs": {"ventricles": 16, "tumours": 16},
+    "nnunet_iterations": 25, "nnunet_optimizer": "adamw", "nnunet_lr": 3e-3,
+    "nnunet_width": 0.25, "nnunet_seeds": 1,
+    "ventricle_variants": ("real", "synthetic", "augmented"),
+    "tumour_variants": ("real", "augmented"),
+    "domain_randomisation_copies": 2, "classical_copies": 5,
+    # generators_from real: the starter recipes, with epochs for 20 training subjects instead of the
+    # starters' 86-134 (about half their optimiser steps; README "Data-scarce protocol")
+    "scarce_recipes": {
+        "ventricle_mask_ldm": {"autoencoder_epochs": 120, "diffusion_epochs": 600},
+        "spade_mri_ldm": {"autoencoder_epochs": 40, "diffusion_epochs": 200},
+        "slice_based_ldm_brats": {
+            "diffusion_epochs": 1000, "continuations": [{"diffusion_epochs": 1300, "tumour_loss_weight": 5}],
+        },
+    },
+    "device": "cpu",
+}  # fmt: skip
+
+#: The main command's scales (``--scale``). ``demo``: minutes on 2 cores, a first look at every
+#: stage. ``study``: the papers' segmentation experiments in miniature: real brains with normal
+#: ventricles and a hold-out of 24 brains with enlarged ones plus 8 normal ones; a tumour hold-out
+#: of 24 cases like the real ones plus 8 larger tumours; twice as many generated pairs as real
+#: cases; the controls (``pool``, ``pool_augmented``) and comparators; 3 nnU-Net seeds.
+SCALES: dict[str, dict[str, Any]] = {
+    "demo": _DEMO,
+    "study": {
+        **_DEMO,
+        "brain_enlargement": (1.0, 2.0),
+        "ventricle_holdout": ((24, 4.0, 7.0), (8, 1.0, 2.0)),
+        "tumour_holdout": ((24, None, None), (8, 28.0, 34.0)),
+        "n_generated": 40, "generated_c": (0.5, 1.25), "guidance_scale": 4.0,
+        "nnunet_epochs": {"ventricles": 16, "tumours": 12},
+        "nnunet_seeds": 3,
+        "ventricle_variants": ("real", "pool", "synthetic", "augmented", "pool_augmented", "real_dr"),
+        "tumour_variants": ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical",
+                            "pool_augmented"),
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How the generated pairs of a study are asked for and checked.
+
+    Attributes:
+        n_generated: pairs per study that pass QC (every synthetic set takes all of them).
+        generated_c: ``c`` range of the ventricle requests, in each mask LDM's own normalised units
+            (0-1 spans its training data; above 1: larger ventricles than it saw).
+        guidance_scale: classifier-free guidance of the mask LDM.
+        sampling_steps: DDIM steps of every generator.
+        qc_rounds: generation rounds at most; each regenerates the pairs QC rejected.
+    """
+
+    n_generated: int
+    generated_c: tuple[float, float]
+    guidance_scale: float
+    sampling_steps: int
+    qc_rounds: int
+
+    def __post_init__(self) -> None:
+        for name in ("n_generated", "sampling_steps", "qc_rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"--{name}: an integer >= 1, got {value!r}")
+        low, high = self.generated_c
+        if not low <= high:
+            raise InputError(f"generated_c: need low <= high, got {self.generated_c}")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything a study run reads, composed of the parts each stage reads (see :func:`resolve_settings`).
+
+    Attributes:
+        scale: the scale the defaults came from.
+        seed: seed of the real data, generators, pairs and nnU-Net (seed ``k`` of a variant: ``seed + k``).
+        generators_from: :data:`GENERATORS_FROM`.
+        brains: the real brains of the ventricle study.
+        tumours: the real tumour cases (prepared to the slice LDM's working grid).
+        ventricle_holdout, tumour_holdout: the hold-outs, one recipe per part.
+        generation: :class:`GenerationSettings`.
+        ventricle_qc, tumour_qc: QC tolerances (``pair_qc.py`` defaults with the scale's overrides).
+        schedules: per study, nnU-Net's schedule (seeded per model by the stage).
+        nnunet_width: factor on nnU-Net's planned features per stage.
+        nnunet_seeds: nnU-Net models per variant.
+        variants: per study, the training sets (:data:`VARIANTS`).
+        domain_randomisation_copies: randomised images per real brain (``real_dr``).
+        classical_copies: augmented copies per real tumour case (``*_classical``).
+        scarce_recipes: per bundle, config values over its starter recipe for ``generators_from real``.
+        device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
+    """
+
+    scale: str
+    seed: int
+    generators_from: str
+    brains: DemoRecipe
+    tumours: DemoRecipe
+    ventricle_holdout: tuple[DemoRecipe, ...]
+    tumour_holdout: tuple[DemoRecipe, ...]
+    generation: GenerationSettings
+    ventricle_qc: VentricleQC
+    tumour_qc: TumourQC
+    schedules: Mapping[str, TrainingSchedule]
+    nnunet_width: float
+    nnunet_seeds: int
+    variants: Mapping[str, tuple[str, ...]]
+    domain_randomisation_copies: int
+    classical_copies: int
+    scarce_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.generators_from not in GENERATORS_FROM:
+            raise InputError(
+                f"--generators_from {self.generators_from!r}: expected one of {', '.join(GENERATORS_FROM)}"
+            )
+        if isinstance(self.nnunet_seeds, bool) or not isinstance(self.nnunet_seeds, int) or self.nnunet_seeds < 1:
+            raise InputError(f"--nnunet_seeds: an integer >= 1, got {self.nnunet_seeds!r}")
+        for study, variants in self.variants.items():
+            allowed = STUDY_VARIANTS[study]
+            unknown = [v for v in variants if v not in allowed]
+            if unknown or "real" not in variants:
+                raise InputError(f"{study} variants {list(variants)}: need 'real' and some of {', '.join(allowed)}")
+        for name in ("domain_randomisation_copies", "classical_copies"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: an integer >= 1, got {value!r}")
+
+    def study_variants(self, study: str) -> tuple[str, ...]:
+        return tuple(self.variants[study])
+
+    def trained_variants(self, study: str) -> tuple[str, ...]:
+        """The variants that get models of their own (the real protocol's aliases share their twin's)."""
+        aliases = self.aliases()
+        return tuple(v for v in self.study_variants(study) if v not in aliases)
+
+    def aliases(self) -> dict[str, str]:
+        """Variants that are another variant's training set in this protocol (``{alias: variant}``)."""
+        return dict(REAL_PROTOCOL_ALIASES) if self.generators_from == "real" else {}
+
+    def schedule(self, study: str) -> TrainingSchedule:
+        return self.schedules[study]
+
+    def holdout(self, study: str) -> tuple[DemoRecipe, ...]:
+        return self.ventricle_holdout if study == "ventricles" else self.tumour_holdout
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"--{name}: two numbers, got {value!r}") from None
+    return low, high
+
+
+def _shape(value: Any, name: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(n) for n in value)
+    except (TypeError, ValueError):
+        raise InputError(f"--{name}: three whole numbers, got {value!r}") from None
+    if len(shape) != 3:
+        raise InputError(f"--{name}: three whole numbers, got {value!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _holdout_parts(
+    parts: Sequence[Sequence[Any]], kind: str, shape: tuple[int, int, int], spacing: Any, seed: int,
+    prepared_shape: tuple[int, int, int] | None,
+) -> tuple[DemoRecipe, ...]:  # fmt: skip
+    """Hold-out recipes ``(n, low, high)``, one per part, with consecutive subject indices of one seed."""
+    recipes, first = [], 0
+    for part in parts:
+        n, low, high = part
+        recipes.append(
+            DemoRecipe(
+                kind, int(n), shape, seed, validation_fraction=0.0, spacing=spacing,
+                low=None if low is None else float(low), high=None if high is None else float(high),
+                first_index=first, prepared_shape=prepared_shape, prepared_validation_fraction=0.0,
+            )
+        )  # fmt: skip
+        first += int(n)
+    return tuple(recipes)
+
+
+def resolve_settings(scale: str = "demo", **flags: Any) -> StudySettings:
+    """The scale's defaults with ``flags`` over them (``None``: the scale's value), checked as a whole.
+
+    Raises:
+        InputError: an unknown scale or flag, or a value of the wrong type or range.
+    """
+    if scale not in SCALES:
+        raise InputError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
+    unknown = sorted(set(flags) - set(SCALES[scale]))
+    if unknown:
+        raise InputError(f"--{unknown[0]}: not a setting of the main command")
+    values = {**SCALES[scale], **{k: v for k, v in flags.items() if v is not None}}
+    seed = int(values["seed"])
+    shape, tumour_shape = _shape(values["shape"], "shape"), _shape(values["tumour_shape"], "tumour_shape")
+    working = _shape(values["tumour_working_shape"], "tumour_working_shape")
+    spacing = values["spacing"]
+    spacing = tuple(float(s) for s in spacing) if isinstance(spacing, (list, tuple)) else spacing
+    low, high = _pair(values["brain_enlargement"], "brain_enlargement")
+    brains = DemoRecipe("brains", int(values["n_brains"]), shape, seed, 0.2, spacing, low, high)
+    tumours = DemoRecipe("tumours", int(values["n_tumours"]), tumour_shape, seed, 0.2, prepared_shape=working)
+    holdout_seed = seed + HOLDOUT_SEED_OFFSET
+    epochs = values["nnunet_epochs"]
+    epochs = dict(epochs) if isinstance(epochs, Mapping) else dict.fromkeys(STUDIES, epochs)
+    schedules = {
+        study: TrainingSchedule(
+            int(epochs[study]),
+            int(values["nnunet_iterations"]),
+            2,
+            float(values["nnunet_lr"]),
+            str(values["nnunet_optimizer"]),
+        )
+        for study in STUDIES
+    }
+    return StudySettings(
+        scale=scale, seed=seed, generators_from=str(values["generators_from"]), brains=brains, tumours=tumours,
+        ventricle_holdout=_holdout_parts(values["ventricle_holdout"], "brains", shape, spacing, holdout_seed, None),
+        tumour_holdout=_holdout_parts(values["tumour_holdout"], "tumours", tumour_shape, None, holdout_seed, working),
+        generation=GenerationSettings(
+            int(values["n_generated"]), _pair(values["generated_c"], "generated_c"),
+            float(values["guidance_scale"]), int(values["sampling_steps"]), int(values["qc_rounds"]),
+        ),
+        ventricle_qc=qc_settings("ventricles", **dict(values["ventricle_qc"])),  # type: ignore[arg-type]
+        tumour_qc=qc_settings("tumours", **dict(values["tumour_qc"])),  # type: ignore[arg-type]
+        schedules=schedules, nnunet_width=float(values["nnunet_width"]), nnunet_seeds=int(values["nnunet_seeds"]),
+        variants={"ventricles": tuple(values["ventricle_variants"]), "tumours": tuple(values["tumour_variants"])},
+        domain_randomisation_copies=int(values["domain_randomisation_copies"]),
+        classical_copies=int(values["classical_copies"]),
+        scarce_recipes={k: dict(v) for k, v in values["scarce_recipes"].items()}, device=str(values["device"]),
+    )  # fmt: skip
+
+
+def with_schedule(settings: StudySettings, **changes: Any) -> StudySettings:
+    """``settings`` with other nnU-Net schedule values (e.g. ``initial_lr``) in every study."""
+    return replace(settings, schedules={s: replace(v, **changes) for s, v in settings.schedules.items()})

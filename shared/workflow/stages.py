@@ -1,0 +1,718 @@
+"""The main command's two studies as stages: generators, pairs, nnU-Net sets, models, evaluation.
+
+- **Ventricles** (paper 000): the mask LDM and SPADE LDM (starter weights, or trained on the
+  real subjects with ``generators_from real``) make labelled pairs towards enlarged ventricles;
+  nnU-Net sets ``real``, ``pool`` (the data the generators learnt from), ``synthetic``,
+  ``augmented``, ``pool_augmented`` and the comparators; one small nnU-Net per set and seed;
+  evaluation on a hold-out of subjects no model saw.
+- **Tumours** (paper 003): the slice-based LDM makes FLAIR + mask pairs with random consistent
+  tumour conditions; the same variants with classical augmentation as comparator.
+
+Each step is a stage of :class:`shared.workflow.pipeline.StageRunner`, keyed on the parameters
+it reads and on the stages it reads from (``inputs``). Every trained model writes its data
+ledger (:mod:`shared.workflow.ledger`); the design stage checks them against the study's plan
+(:mod:`shared.workflow.design`) and the hold-out, and fixes the hold-out bins, before any
+segmenter trains. Bundles run through ``python -m monai.bundle run`` and nnU-Net through
+``scripts/train_segmentation.py``, each in its own process, with their progress on this terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.io import (
+    InputError,
+    read_csv,
+    read_datalist,
+    read_grid_reference,
+    read_json,
+    write_csv,
+    write_datalist,
+    write_json,
+)
+from shared.segmentation.nnunet_dataset import assemble_dataset, dataset_folder, dataset_id_of, read_pair_sources
+from shared.segmentation.nnunet_training import TrainingSchedule
+from shared.workflow.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
+from shared.workflow.design import (
+    GENERATOR_STAGES,
+    STUDY_GENERATORS,
+    HoldoutBins,
+    StudyPlan,
+    generators_training_datalist_sections,
+    holdout_bins,
+    model_name,
+    plan_study,
+)
+from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
+from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, write_ledger
+from shared.workflow.pair_qc import with_reference_icv
+from shared.workflow.settings import VARIANTS, StudySettings
+from shared.workflow.starter_weights import (
+    STARTER_FOLDER,
+    install_starter_weights,
+    read_starter_ledgers,
+    read_starter_manifest,
+    sha256_of,
+)
+
+logger = logging.getLogger(__name__)
+
+SBLDM_BUNDLE = ROOT / "bundles" / "slice_based_ldm_brats"
+BUNDLE_FOLDERS = {
+    "ventricle_mask_ldm": MASK_BUNDLE,
+    "spade_mri_ldm": SPADE_BUNDLE,
+    "slice_based_ldm_brats": SBLDM_BUNDLE,
+}
+#: Stage name of each generator (``starter_<short>`` or ``trained_<short>``).
+SHORT_NAMES = {"ventricle_mask_ldm": "mask_ldm", "spade_mri_ldm": "spade_ldm", "slice_based_ldm_brats": "slice_ldm"}
+#: Per study: the stage name prefix, the nnU-Net dataset id of ``real``, the dataset name, the label mapping.
+STUDY_SETS = {
+    "ventricles": ("ventricle", 501, "DemoVentricles", "ventricles"),
+    "tumours": ("tumour", 511, "DemoTumours", "whole_tumour"),
+}
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def data_dir(out: Path) -> Path:
+    return out / "data"
+
+
+def real_datalist(out: Path, study: str) -> Path:
+    return data_dir(out) / ("brains" if study == "ventricles" else "tumours_prepared") / "datalist.json"
+
+
+def holdout_dir(out: Path, study: str) -> Path:
+    return data_dir(out) / ("holdout_brains" if study == "ventricles" else "holdout_tumours")
+
+
+def pool_dir(out: Path, study: str) -> Path:
+    return data_dir(out) / f"pool_{study}"
+
+
+def models_dir(out: Path, bundle: str) -> Path:
+    return out / "models" / bundle
+
+
+def generated_dir(out: Path, study: str) -> Path:
+    return out / "generated" / study
+
+
+def evaluation_dir(out: Path, study: str) -> Path:
+    return out / "evaluation" / study
+
+
+def variant_dataset_folders(nnunet_raw: Path, base_id: int, name: str, variants: tuple[str, ...]) -> dict[str, Path]:
+    """``{variant: Dataset<id>_<name><Variant>}``; ids follow :data:`VARIANTS`' order, so they never move."""
+    order = list(VARIANTS)
+    camel = {v: "".join(part.capitalize() for part in v.split("_")) for v in variants}
+    return {v: dataset_folder(nnunet_raw, base_id + order.index(v), f"{name}{camel[v]}") for v in variants}
+
+
+def results_folder(nnunet_root: Path, replicate: int) -> Path:
+    """nnU-Net's results folder of the ``replicate``-th seed (the first: nnU-Net's own ``nnUNet_results``)."""
+    return nnunet_root / ("nnUNet_results" if replicate == 0 else f"nnUNet_results_seed{replicate}")
+
+
+def model_folder(results: Path, dataset: Path) -> Path:
+    """nnU-Net's model folder of ``dataset`` in a results folder (:func:`results_folder`)."""
+    return results / dataset.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+
+
+def prediction_folder(results: Path, dataset: Path) -> Path:
+    """Where ``train_segmentation`` writes a dataset's hold-out predictions."""
+    return model_folder(results, dataset) / "predictions_Ts"
+
+
+def seed_suffix(replicate: int) -> str:
+    return f"_seed{replicate}" if replicate else ""
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def starter_recipe(bundle: Path) -> dict[str, Any]:
+    """The starter manifest of a bundle (its preset, overrides and continuations are the generator's recipe)."""
+    return read_starter_manifest(bundle / STARTER_FOLDER)
+
+
+def generator_recipe(bundle: str, settings: StudySettings) -> dict[str, Any]:
+    """``{"preset", "overrides", "continuations"}`` a generator trains (or was trained) with.
+
+    ``generators_from real``: the starter recipe with the scale's ``scarce_recipes`` values over it
+    (a ``continuations`` entry replaces the starter's).
+    """
+    manifest = starter_recipe(BUNDLE_FOLDERS[bundle])
+    recipe = {
+        "preset": manifest["preset"], "overrides": dict(manifest.get("overrides", {})),
+        "continuations": [dict(step) for step in manifest.get("continuations", [])],
+    }  # fmt: skip
+    if settings.generators_from == "real":
+        scarce = dict(settings.scarce_recipes.get(bundle, {}))
+        if "continuations" in scarce:
+            recipe["continuations"] = [dict(step) for step in scarce.pop("continuations")]
+        recipe["overrides"].update(scarce)
+    return recipe
+
+
+def inference_overrides(bundle: str, settings: StudySettings) -> dict[str, Any]:
+    """The recipe's config values that inference needs too (network sizes among them)."""
+    return dict(generator_recipe(bundle, settings)["overrides"])
+
+
+def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: str, recipe: dict[str, Any]) -> None:
+    """Autoencoder then diffusion of one bundle with ``recipe``, models in ``models`` (resumable).
+
+    The recipe's ``continuations`` follow, in order: each resumes the diffusion training from its
+    last checkpoint with its own values (more epochs, another loss weight) over the overrides.
+    """
+    overrides = {
+        **recipe["overrides"],
+        "datalist": str(datalist), "ckpt_dir": str(models), "tb_dir": str(models / "logs"), "device": device,
+    }  # fmt: skip
+    stage_1 = ["configs/train_autoencoder.yaml"]
+    preset = f"configs/presets/{recipe['preset']}.yaml"
+    run_bundle(bundle, [*stage_1, preset], overrides, f"{what} autoencoder")
+    for step, values in enumerate([{}, *recipe.get("continuations", [])]):
+        name = f"{what} diffusion" + (f" (continuation {step})" if step else "")
+        run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], {**overrides, **values}, name)
+
+
+def generator_ledger_path(out: Path, bundle: str, stage: str) -> Path:
+    return models_dir(out, bundle) / f"ledger_{stage}.json"
+
+
+def check_starter_grid(bundle: Path, shape: tuple[int, ...] | list[int]) -> None:
+    """Starter weights work on their own grid only: refuse another one before anything is written."""
+    folder = bundle / STARTER_FOLDER
+    if not (folder / "grid.json").is_file():
+        return
+    starter_shape, _ = read_grid_reference(folder / "grid.json")
+    if tuple(int(n) for n in shape) != tuple(starter_shape):
+        raise InputError(
+            f"--shape {','.join(str(n) for n in shape)}: {bundle.name}'s starter weights work on "
+            f"{','.join(str(n) for n in starter_shape)}; use that grid or --generators_from real"
+        )
+
+
+def write_generators_datalist(real: Path, target: Path) -> Path:
+    """The real protocol's generator datalist: every real subject trains, the last few validate.
+
+    Written beside the real datalist (``target``), where the bundles look for files that belong
+    to the data (the tumour normaliser).
+    """
+    items = read_datalist(real)
+    subjects = [str(i.get("subject") or i.get("case")) for i in items]
+    split = generators_training_datalist_sections(subjects)
+    validation = [item for item, s in zip(items, subjects) if s in set(split["validation"])]
+    return write_datalist(target, {"training": items, "validation": validation})
+
+
+def provide_generators(
+    runner: Any, out: Path, settings: StudySettings, study: str, real_stage: str, device: str
+) -> list[str]:
+    """The study's generators: starter weights (``pool``) or trained on the real subjects (``real``).
+
+    Each bundle is one stage; each writes one ledger per training stage. Returns the stage names.
+    """
+    stages = []
+    for bundle, name in STUDY_GENERATORS[study]:
+        models = models_dir(out, bundle)
+        folder = BUNDLE_FOLDERS[bundle]
+        if settings.generators_from == "pool":
+            stage = f"starter_{SHORT_NAMES[bundle]}"
+            params = {"starter_manifest_sha256": sha256_of(folder / STARTER_FOLDER / "manifest.json")}
+
+            def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name) -> None:
+                install_starter_weights(folder / STARTER_FOLDER, models)
+                for stage_name, ledger, _ in read_starter_ledgers(folder / STARTER_FOLDER):
+                    write_ledger(
+                        generator_ledger_path(out, bundle, stage_name),
+                        Ledger(f"{name} {stage_name}", study, ledger.training, ledger.validation,
+                               value_range=ledger.value_range, source=f"starter weights: {ledger.source}"),
+                    )  # fmt: skip
+
+            runner.run(stage, params, action)
+        else:
+            stage = f"trained_{SHORT_NAMES[bundle]}"
+            recipe = generator_recipe(bundle, settings)
+
+            def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name,
+                       recipe: dict[str, Any] = recipe) -> None:  # fmt: skip
+                real = real_datalist(out, study)  # beside it: the tumour normaliser the slice LDM reads
+                datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
+                train_bundle(folder, models, datalist, device, name, recipe)
+                for stage_name in GENERATOR_STAGES:
+                    write_ledger(
+                        generator_ledger_path(out, bundle, stage_name),
+                        datalist_ledger(f"{name} {stage_name}", study, datalist,
+                                        source="trained in this run on the real training subjects"),
+                    )  # fmt: skip
+
+            runner.run(stage, {"recipe": recipe, "device": device}, action, inputs=(real_stage,))
+        stages.append(stage)
+    return stages
+
+
+def generator_ledgers(out: Path, study: str) -> list[Ledger]:
+    return [
+        read_ledger(generator_ledger_path(out, bundle, stage))
+        for bundle, _ in STUDY_GENERATORS[study]
+        for stage in GENERATOR_STAGES
+    ]
+
+
+def write_pool(out: Path, study: str, plan: StudyPlan) -> Path:
+    """The data the generators learnt from, drawn again from their recipes; one datalist of its training subjects."""
+    folder = pool_dir(out, study)
+    wanted = set(plan.pool)
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for k, recipe in enumerate(plan.pool_recipes):
+        part = folder / f"part_{k}"
+        for item in read_datalist(recipe.write(part), ["training"]):
+            key = f"{k}:{item['case']}"
+            if item["subject"] in wanted and key not in seen:
+                seen.add(key)
+                items.append({**item, "image": str(Path(item["image"]).relative_to(folder.resolve())),
+                              "label": str(Path(item["label"]).relative_to(folder.resolve()))})  # fmt: skip
+    found = {item["subject"] for item in items}
+    if found != wanted:
+        missing = sorted(wanted - found)
+        raise InputError(f"{folder}: the generators' recipes do not give their ledgers' subjects (e.g. {missing[:1]})")
+    return write_datalist(folder / "datalist.json", {"training": items})
+
+
+# ----------------------------------------------------------------------------- nnU-Net sets and ledgers
+
+
+def merged_pair_manifest(folders: list[Path], output: Path) -> Path:
+    """One ``manifest.csv`` (absolute paths) of the accepted pairs of several pair folders, in order.
+
+    Each row keeps its pair's ``case`` and ``subject`` (names and ledgers), not its QC verdict: every
+    pair listed was accepted.
+    """
+    kept = ("case", "subject")
+    rows = [
+        {
+            "image": str(pair.image.resolve()),
+            "label": str(pair.label.resolve()),
+            "source": str(folder),
+            **{key: pair.conditions[key] for key in kept if pair.conditions.get(key)},
+        }
+        for folder in folders
+        for pair in read_pair_sources(folder, "synthetic")
+    ]
+    columns = list(dict.fromkeys(["image", "label", "source", *(k for row in rows for k in row)]))
+    return write_csv(output / "manifest.csv", rows, columns)
+
+
+def set_ledger(dataset: Path, study: str, model: str, generators: tuple[str, ...]) -> Ledger:
+    """The ledger of an nnU-Net set, from its ``provenance.csv``: real subjects, generated pairs, range."""
+    rows = [row for row in read_csv(dataset / "provenance.csv") if row["split"] == "train"]
+    subjects = [row["subject"] for row in rows if row.get("subject")]
+    generated = [row for row in rows if row["origin"] == "synthetic" and not row.get("subject")]
+    volumes = [float(row["foreground_ml"]) for row in rows if row["origin"] == "real"]
+    return Ledger(
+        model, study, tuple(subjects), synthetic_pairs=len(generated), via=generators if generated else (),
+        value_range=(round(min(volumes), 3), round(max(volumes), 3)) if volumes else None,
+        source=f"{dataset.name} ({len(rows)} cases)",
+    )  # fmt: skip
+
+
+def assemble_variant(
+    variant: str, folder: Path, out: Path, study: str, sources: dict[str, Path], plan_generators: tuple[str, ...]
+) -> None:
+    """One variant's nnU-Net set (real or pool cases + pair folders, the hold-out as test) and its ledger."""
+    _, _, _, labels = STUDY_SETS[study]
+    base, extras = VARIANTS[variant]
+    kind = "real" if not extras else ("synthetic" if base is None else "augmented")
+    folders = [sources[name] for name in extras]
+    extra = None
+    if folders:
+        extra = (
+            folders[0]
+            if len(folders) == 1
+            else merged_pair_manifest(folders, out / "generated" / "merged" / study / variant).parent
+        )
+    n_extra = len(read_pair_sources(extra, "synthetic")) if extra is not None else None
+    real = sources[base] if base else None
+    assemble_dataset(
+        kind, dataset_id_of(folder), folder.name.split("_", 1)[1], real, extra, sources["holdout"],
+        n_synthetic=n_extra, nnunet_raw=folder.parent, overwrite=True, labels=labels, num_workers=2,
+    )  # fmt: skip
+    via = plan_generators if "generated" in extras else ()
+    write_ledger(folder / "ledger.json", set_ledger(folder, study, f"nnU-Net {variant}", via))
+
+
+def usable_variants(variants: tuple[str, ...], generated: Path) -> tuple[str, ...]:
+    """``variants``, less those needing LDM pairs when QC accepted none (logged: the report says so)."""
+    if accepted_rows(generated / "manifest.csv"):
+        return variants
+    logger.warning("%s: QC accepted no generated pair; the variants that need them are not trained", generated)
+    return tuple(v for v in variants if "generated" not in VARIANTS[v][1])
+
+
+def train_nnunet(
+    dataset_id: int, nnunet_root: Path, schedule: TrainingSchedule, width: float, device: str, seed: int,
+    results: Path,
+) -> None:  # fmt: skip
+    """``scripts/train_segmentation.py`` for one dataset in its own process (seeded: repeatable on CPU).
+
+    Every model of a dataset shares its raw and preprocessed data under ``nnunet_root``; the model
+    goes to ``results`` (e.g. :func:`results_folder` of its seed).
+    """
+    env = {
+        "nnUNet_raw": str(nnunet_root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(nnunet_root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(results),
+    }
+    command = [
+        sys.executable, str(ROOT / "scripts" / "train_segmentation.py"), "--dataset_id", str(dataset_id),
+        "--epochs", str(schedule.epochs), "--iterations_per_epoch", str(schedule.iterations_per_epoch),
+        "--val_iterations_per_epoch", str(schedule.val_iterations_per_epoch), "--width_factor", str(width),
+        "--optimizer", schedule.optimizer, "--initial_lr", str(schedule.initial_lr), "--seed", str(seed),
+        "--device", device, "--augmentation_processes", "0",
+    ]  # fmt: skip
+    run_command(command, ROOT, f"nnU-Net dataset {dataset_id} (seed {seed})", env=env)
+
+
+# ----------------------------------------------------------------------------- design, training, evaluation
+
+
+def write_design(
+    out: Path, study: str, settings: StudySettings, plan: StudyPlan, datasets: dict[str, Path]
+) -> HoldoutBins:
+    """Check every ledger against the plan and the hold-out, fix the bins; ``evaluation/<study>/design.json``.
+
+    Raises:
+        InputError: a hold-out subject is in a ledger.
+        RuntimeError: a written ledger's subjects are not the plan's (a bug, never a data problem).
+    """
+    ledgers = generator_ledgers(out, study)
+    planned = {ledger.model: ledger for ledger in plan.ledgers()}
+    for ledger in ledgers:
+        if set(ledger.training) != set(planned[ledger.model].training):
+            raise RuntimeError(f"{ledger.model}: its ledger's subjects differ from the study's plan")
+    sets = {variant: read_ledger(folder / "ledger.json") for variant, folder in datasets.items()}
+    for variant, ledger in sets.items():
+        if set(ledger.training) != set(planned[model_name(variant, 0)].training):
+            raise RuntimeError(f"nnU-Net {variant}: its set's subjects differ from the study's plan")
+    holdout_items = read_datalist(holdout_dir(out, study) / "datalist.json")
+    holdout_subjects = [str(item.get("subject") or item.get("case")) for item in holdout_items]
+    check_unseen(holdout_subjects, [*ledgers, *sets.values()], f"{study} hold-out")
+    bins = holdout_bins([*ledgers, *sets.values()], study)
+    holdout = datalist_ledger(f"{study} hold-out (never trained on)", study, holdout_dir(out, study) / "datalist.json",
+                              source="hold-out subjects")  # fmt: skip
+    write_json(
+        evaluation_dir(out, study) / "design.json",
+        {
+            "study": study, "generators_from": settings.generators_from, "bins": bins.to_json(),
+            "ledgers": [ledger.to_json() for ledger in [*ledgers, *sets.values()]], "holdout": holdout.to_json(),
+            "aliases": settings.aliases(),
+        },
+    )  # fmt: skip
+    return bins
+
+
+def fixed_settings(settings: StudySettings, study: str) -> dict[str, Any]:
+    """The settings a study fixed before it ran (for the report)."""
+    schedule = settings.schedule(study)
+    fixed: dict[str, Any] = {
+        "scale": settings.scale, "generators_from": settings.generators_from,
+        "variants": list(settings.study_variants(study)), "nnunet_seeds": settings.nnunet_seeds,
+        "nnunet_schedule": f"{schedule.optimizer}, {schedule.epochs} x {schedule.iterations_per_epoch} iterations, "
+                           f"lr {schedule.initial_lr:g}, width {settings.nnunet_width:g}",
+        "n_generated": settings.generation.n_generated, "sampling_steps": settings.generation.sampling_steps,
+        "qc_rounds": settings.generation.qc_rounds,
+        "holdout": [f"{part.n_cases} cases" + (f", {part.low:g}-{part.high:g}" if part.low is not None else "")
+                    for part in settings.holdout(study)],
+    }  # fmt: skip
+    if study == "ventricles":
+        generation = settings.generation
+        fixed.update(generated_c=list(generation.generated_c), guidance_scale=generation.guidance_scale,
+                     qc=asdict(settings.ventricle_qc))  # fmt: skip
+    else:
+        fixed.update(qc=asdict(settings.tumour_qc))
+    return fixed
+
+
+def train_models(
+    runner: Any, study: str, datasets: dict[str, Path], nnunet_root: Path, settings: StudySettings,
+    set_stages: dict[str, str], design_stage: str,
+) -> list[str]:  # fmt: skip
+    """Stages ``nnunet_<study>_<variant>[_seed<k>]``: one model per set and seed, each writing its ledger.
+
+    Seed ``k`` (0, 1, ...) trains with ``seed + k``; all of a seed's variants come first, so an
+    interrupted study has whole replicates to show. Returns the stage names.
+    """
+    schedule = settings.schedule(study)
+    names = []
+    for replicate in range(settings.nnunet_seeds):
+        for variant, folder in datasets.items():
+            dataset_id = dataset_id_of(folder)
+            seed = settings.seed + replicate
+            name = f"nnunet_{study}_{variant}{seed_suffix(replicate)}"
+
+            def action(
+                d: int = dataset_id, k: int = replicate, s: int = seed, f: Path = folder, v: str = variant
+            ) -> None:
+                results = results_folder(nnunet_root, k)
+                train_nnunet(d, nnunet_root, schedule, settings.nnunet_width, settings.device, s, results)
+                ledger = read_ledger(f / "ledger.json")
+                write_ledger(model_folder(results, f) / "ledger.json",
+                             Ledger(model_name(v, k), ledger.study, ledger.training, ledger.validation,
+                                    ledger.synthetic_pairs, ledger.via, ledger.value_range, ledger.source))  # fmt: skip
+
+            params = {"schedule": asdict(schedule), "width": settings.nnunet_width, "seed": seed,
+                      "device": settings.device}  # fmt: skip
+            runner.run(name, params, action, inputs=(set_stages[variant], design_stage))
+            names.append(name)
+    return names
+
+
+def evaluate_study(
+    datasets: dict[str, Path], nnunet_root: Path, output_dir: Path, bins: HoldoutBins, replicates: int,
+    aliases: dict[str, str], references: tuple[str, ...],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Hold-out evaluation of every variant's models (the hold-out is the same in every set).
+
+    Each seed's models are evaluated on their own (the first seed in ``output_dir``, the others in
+    ``output_dir/seed_<k>``). Then, for all seeds together: ``per_case.csv`` (with ``seed`` and
+    ``bin``), ``summary.csv`` / ``summary.md`` (mean +- SD over seeds and cases, all cases and
+    per bin), ``comparison.csv`` (:func:`shared.workflow.study_statistics.compare_variants`:
+    hierarchical intervals, differences against ``references`` with Holm-adjusted p, per bin),
+    ``errors.png``, ``bland_altman.png`` and ``training_volumes.png``. ``aliases``: variants whose
+    models are another's (the real protocol's ``pool`` is ``real``).
+    """
+    from shared.io import atomic_path
+    from shared.segmentation.metrics import CASE_COLUMNS, evaluate_models, label_volumes_ml, summarise, summary_markdown
+    from shared.viz import save_bland_altman_plot, save_error_plot
+    from shared.workflow.study_statistics import compare_variants
+
+    truth = next(iter(datasets.values())) / "labelsTs"
+    training_volumes = {variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()}
+    rows: list[dict[str, Any]] = []
+    for replicate in range(replicates):
+        folder = output_dir if replicate == 0 else output_dir / f"seed_{replicate}"
+        evaluate_models(
+            {v: prediction_folder(results_folder(nnunet_root, replicate), d) for v, d in datasets.items()},
+            truth, folder, bins.edge_ml, training_volumes=training_volumes,
+        )  # fmt: skip
+        rows += [{**row, "seed": replicate} for row in read_csv(folder / "per_case.csv")]
+    for row in rows:
+        row["bin"] = bins.bin_of(float(row["truth_ml"]))
+    models = list(datasets)
+    summary = summarise(rows, bins.edge_ml)
+    write_csv(output_dir / "per_case.csv", rows, ("model", "seed", *CASE_COLUMNS, "bin"))
+    write_csv(output_dir / "summary.csv", summary, list(summary[0]))
+    with atomic_path(output_dir / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(summary, f"{truth} ({replicates} seed(s))", bins.edge_ml, True))
+    save_error_plot(output_dir / "errors.png", rows, models, bins.edge_ml)
+    save_bland_altman_plot(output_dir / "bland_altman.png", rows, models)
+    cases = list(dict.fromkeys(str(r["case"]) for r in rows))
+    bin_of_case = {str(r["case"]): r["bin"] for r in rows}
+    subsets = {"all": cases, **{b: [c for c in cases if bin_of_case[c] == b] for b in ("inside", "beyond")}}
+    refs = tuple(r for r in references if aliases.get(r, r) in models)
+    comparison = compare_variants(rows, refs, subsets, aliases)
+    for alias, twin in aliases.items():  # listed as rows of their own, the same models as their twin's
+        comparison += [{**row, "model": alias, "same_as": twin} for row in comparison if row["model"] == twin]
+    write_csv(output_dir / "comparison.csv", comparison, list(dict.fromkeys(k for row in comparison for k in row)))
+    return summary
+
+
+def run_models_and_evaluation(
+    runner: Any, out: Path, study: str, settings: StudySettings, datasets: dict[str, Path],
+    set_stages: dict[str, str], design_stage: str,
+) -> None:  # fmt: skip
+    nnunet_root = out / "nnunet"
+    model_stages = train_models(runner, study, datasets, nnunet_root, settings, set_stages, design_stage)
+    aliases = {a: t for a, t in settings.aliases().items() if a in settings.study_variants(study) and t in datasets}
+
+    def evaluate() -> None:
+        bins = HoldoutBins(**read_json(evaluation_dir(out, study) / "design.json")["bins"])
+        evaluate_study(datasets, nnunet_root, evaluation_dir(out, study), bins, settings.nnunet_seeds, aliases,
+                       ("real", "pool"))  # fmt: skip
+
+    runner.run(f"evaluate_{study}", {"references": ["real", "pool"], "aliases": aliases}, evaluate,
+               inputs=(design_stage, *model_stages))  # fmt: skip
+
+
+def build_sets(
+    runner: Any, out: Path, study: str, settings: StudySettings, plan: StudyPlan, sources: dict[str, Path],
+    source_stages: dict[str, str],
+) -> tuple[dict[str, Path], dict[str, str]]:  # fmt: skip
+    """Stages ``<study>_set_<variant>``: one nnU-Net set per trained variant. Returns ``(datasets, stages)``."""
+    prefix, base_id, name, labels = STUDY_SETS[study]
+    variants = usable_variants(settings.trained_variants(study), generated_dir(out, study))
+    datasets = variant_dataset_folders(out / "nnunet" / "nnUNet_raw", base_id, name, variants)
+    via = tuple(dict.fromkeys(ledger.model.rsplit(" ", 1)[0] for ledger in plan.generators))
+    stages = {}
+    for variant, folder in datasets.items():
+        base, extras = VARIANTS[variant]
+        needs = ["holdout", *([base] if base else []), *extras]
+        stage = f"{prefix}_set_{variant}"
+        runner.run(
+            stage, {"variant": variant, "labels": labels, "dataset": folder.name},
+            lambda v=variant, f=folder: assemble_variant(v, f, out, study, sources, via),
+            inputs=tuple(dict.fromkeys(source_stages[n] for n in needs)),
+        )  # fmt: skip
+        stages[variant] = stage
+    return datasets, stages
+
+
+def design_stage(
+    runner: Any, out: Path, study: str, settings: StudySettings, plan: StudyPlan, datasets: dict[str, Path],
+    inputs: list[str],
+) -> str:  # fmt: skip
+    name = f"design_{study}"
+    params = {"bins": "inside / beyond the largest real training quantity", "generators_from": settings.generators_from}
+    runner.run(name, params, lambda: write_design(out, study, settings, plan, datasets), inputs=tuple(inputs))
+    return name
+
+
+# ----------------------------------------------------------------------------- the two studies
+
+
+def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None:
+    """Stages of the ventricle study (see the module docstring); the real brains are the ``demo_brains`` stage's."""
+    from shared.workflow.demo_recipes import write_parts
+
+    study = "ventricles"
+    plan = plan_study(settings, study)
+    real = real_datalist(out, study)
+    holdout = holdout_dir(out, study)
+    generated = generated_dir(out, study)
+    runner.run("holdout_brains", {"parts": [p.params() for p in settings.ventricle_holdout]},
+               lambda: write_parts(settings.ventricle_holdout, holdout))  # fmt: skip
+    generator_stages = provide_generators(runner, out, settings, study, "demo_brains", settings.device)
+    sources = {"real": real, "holdout": holdout / "datalist.json", "generated": generated,
+               "domain_randomised": out / "generated" / "domain_randomised"}  # fmt: skip
+    source_stages = {"real": "demo_brains", "holdout": "holdout_brains", "generated": "generate_ventricle_pairs",
+                     "domain_randomised": "domain_randomised_brains"}  # fmt: skip
+    add_pool(runner, out, study, settings, plan, sources, source_stages, generator_stages, "pool_brains")
+    mask, spade = (models_dir(out, bundle) for bundle, _ in STUDY_GENERATORS[study])
+    generation = settings.generation
+
+    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
+        conditions = [float(c) for c in requests] if requests else {"uniform": list(generation.generated_c)}
+        device = settings.device
+        mask_values = {**inference_overrides("ventricle_mask_ldm", settings), "ckpt_dir": str(mask), "device": device}
+        spade_values = {**inference_overrides("spade_mri_ldm", settings), "ckpt_dir": str(spade), "device": device}
+        return generate_pairs(
+            folder, count, conditions, generation.guidance_scale,
+            mask_steps=generation.sampling_steps, image_steps=generation.sampling_steps, seed=seed,
+            preset=generator_recipe("ventricle_mask_ldm", settings)["preset"],
+            mask_overrides=mask_values, spade_overrides=spade_values,
+        )  # fmt: skip
+
+    def generate() -> None:
+        from shared.segmentation.metrics import label_volumes_ml
+
+        icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
+        qc = with_reference_icv(settings.ventricle_qc, icv)
+        generate_with_qc(generated, generate_round, "ventricles", qc, generation.n_generated, settings.seed,
+                         generation.qc_rounds)  # fmt: skip
+
+    runner.run(
+        "generate_ventricle_pairs",
+        {"generation": asdict(generation), "qc": asdict(settings.ventricle_qc), "seed": settings.seed,
+         "device": settings.device},
+        generate, inputs=("demo_brains", *generator_stages),
+    )  # fmt: skip
+    if "real_dr" in settings.study_variants(study):
+        from shared.segmentation.domain_randomisation import write_randomised_pairs
+
+        runner.run(
+            "domain_randomised_brains", {"copies": settings.domain_randomisation_copies, "seed": settings.seed},
+            lambda: write_randomised_pairs(real, sources["domain_randomised"], settings.domain_randomisation_copies,
+                                           settings.seed),
+            inputs=("demo_brains",),
+        )  # fmt: skip
+    datasets, set_stages = build_sets(runner, out, study, settings, plan, sources, source_stages)
+    design = design_stage(runner, out, study, settings, plan, datasets, [*generator_stages, *set_stages.values()])
+    run_models_and_evaluation(runner, out, study, settings, datasets, set_stages, design)
+
+
+def add_pool(
+    runner: Any, out: Path, study: str, settings: StudySettings, plan: StudyPlan, sources: dict[str, Path],
+    source_stages: dict[str, str], generator_stages: list[str], stage: str,
+) -> None:  # fmt: skip
+    """The ``pool`` source: the generators' own data drawn again (``pool``), or the real set (``real``)."""
+    if settings.generators_from == "real":
+        sources["pool"], source_stages["pool"] = sources["real"], source_stages["real"]
+        return
+    if not any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)):
+        return
+    runner.run(stage, {"recipes": [r.params() for r in plan.pool_recipes]}, lambda: write_pool(out, study, plan),
+               inputs=tuple(generator_stages))  # fmt: skip
+    sources["pool"], source_stages["pool"] = pool_dir(out, study) / "datalist.json", stage
+
+
+def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> None:
+    """Stages of the tumour study (see the module docstring); the raw real cases are the ``demo_tumours`` stage's."""
+    from shared.tumour_preprocessing import prepare_tumour_dataset
+    from shared.workflow.demo_recipes import write_parts
+
+    study = "tumours"
+    plan = plan_study(settings, study)
+    prepared = real_datalist(out, study).parent
+    holdout = holdout_dir(out, study)
+    generated = generated_dir(out, study)
+    tumours = settings.tumours
+    runner.run(
+        "prepare_tumours", {"shape": list(tumours.prepared_shape), "validation": tumours.prepared_validation_fraction},
+        lambda: prepare_tumour_dataset(out / "data" / "tumours" / "datalist.json", prepared, tumours.prepared_shape,
+                                       tumours.prepared_validation_fraction),
+        inputs=("demo_tumours",),
+    )  # fmt: skip
+    runner.run("holdout_tumours", {"parts": [p.params() for p in settings.tumour_holdout]},
+               lambda: write_parts(settings.tumour_holdout, holdout))  # fmt: skip
+    generator_stages = provide_generators(runner, out, settings, study, "prepare_tumours", settings.device)
+    sources = {"real": prepared / "datalist.json", "holdout": holdout / "datalist.json", "generated": generated,
+               "classical": out / "generated" / "classical"}  # fmt: skip
+    source_stages = {"real": "prepare_tumours", "holdout": "holdout_tumours", "generated": "generate_tumour_pairs",
+                     "classical": "classical_augmentation"}  # fmt: skip
+    add_pool(runner, out, study, settings, plan, sources, source_stages, generator_stages, "pool_tumours")
+    models = models_dir(out, "slice_based_ldm_brats")
+    generation = settings.generation
+    recipe = generator_recipe("slice_based_ldm_brats", settings)
+
+    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
+        run_bundle(
+            SBLDM_BUNDLE, ["configs/inference.yaml", f"configs/presets/{recipe['preset']}.yaml"],
+            {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
+             "output_dir": str(folder), "num_samples": count, "num_inference_steps": generation.sampling_steps,
+             "seed": seed, "device": settings.device},
+            "tumour pairs (slice_based_ldm_brats)",
+        )  # fmt: skip
+        return folder / "manifest.csv"
+
+    runner.run(
+        "generate_tumour_pairs",
+        {"n_generated": generation.n_generated, "sampling_steps": generation.sampling_steps,
+         "qc_rounds": generation.qc_rounds, "qc": asdict(settings.tumour_qc), "seed": settings.seed,
+         "device": settings.device},
+        lambda: generate_with_qc(generated, generate_round, "tumours", settings.tumour_qc, generation.n_generated,
+                                 settings.seed, generation.qc_rounds),
+        inputs=("prepare_tumours", *generator_stages),
+    )  # fmt: skip
+    if any("classical" in VARIANTS[v][1] for v in settings.study_variants(study)):
+        from shared.segmentation.classical_augmentation import write_augmented_pairs
+
+        runner.run(
+            "classical_augmentation", {"copies": settings.classical_copies, "seed": settings.seed},
+            lambda: write_augmented_pairs(sources["real"], sources["classical"], settings.classical_copies,
+                                          settings.seed, ["training", "validation"]),
+            inputs=("prepare_tumours",),
+        )  # fmt: skip
+    datasets, set_stages = build_sets(runner, out, study, settings, plan, sources, source_stages)
+    design = design_stage(runner, out, study, settings, plan, datasets, [*generator_stages, *set_stages.values()])
+    run_models_and_evaluation(runner, out, study, settings, datasets, set_stages, design)

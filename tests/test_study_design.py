@@ -1,0 +1,182 @@
+"""Study design: data ledgers, the hold-out no model saw, the pool control, stage keys, the learning curve.
+
+The whole study runs with bundle runs and nnU-Net replaced (``study_fakes``): data, starter
+installs, ledgers, QC rounds, nnU-Net sets, the design check, evaluation and the report are real.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import study_fakes
+
+from shared.io import InputError, read_csv, read_json
+from shared.workflow.demo_recipes import parts_subjects
+from shared.workflow.design import plan_study
+from shared.workflow.ledger import check_unseen, read_ledger
+from shared.workflow.pipeline import run_studies
+from shared.workflow.settings import GENERATORS_FROM, SCALES, STUDIES, resolve_settings, with_schedule
+
+SMALL = {
+    "n_brains": 6, "n_tumours": 6, "n_generated": 4, "nnunet_seeds": 2,
+    "ventricle_holdout": ((3, 4.0, 7.0), (2, 1.0, 2.0)), "tumour_holdout": ((3, None, None), (2, 28.0, 34.0)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+@pytest.mark.parametrize("protocol", GENERATORS_FROM)
+@pytest.mark.parametrize("study", STUDIES)
+def test_no_hold_out_subject_is_in_any_models_ledger(scale, protocol, study):
+    settings = resolve_settings(scale, generators_from=protocol)
+    plan = plan_study(settings, study)
+    check_unseen(plan.holdout, plan.ledgers())  # raises on an overlap
+    seen = set().union(*(ledger.seen() for ledger in plan.ledgers()))
+    assert plan.holdout and not seen & set(plan.holdout)
+    assert len(set(plan.holdout)) == len(plan.holdout) == sum(p.n_cases for p in settings.holdout(study))
+    assert {ledger.model.split(" (seed")[0] for ledger in plan.segmenters} == {
+        f"nnU-Net {v}" for v in settings.trained_variants(study)
+    }
+    if protocol == "real":  # the data-scarce protocol: every generator learns from the real subjects only
+        assert set(plan.pool) == set(plan.real)
+        assert all(set(ledger.training) == set(plan.real) for ledger in plan.generators)
+    else:  # the starters' pool holds the real training subjects and more
+        assert len(plan.pool) > len(plan.real)
+
+
+def test_a_hold_out_that_shares_a_subject_with_a_ledger_stops_the_study_before_any_segmenter(tmp_path, monkeypatch):
+    settings = resolve_settings("study", generators_from="real", **SMALL)
+    same_subjects = tuple(replace(part, seed=settings.seed) for part in settings.ventricle_holdout)
+    calls: list = []
+    study_fakes.install(monkeypatch, tmp_path, calls)
+    with pytest.raises(InputError, match=r"ventricles hold-out: subject demo-brain-s0-00\d was seen by mask LDM"):
+        run_studies(tmp_path, replace(settings, ventricle_holdout=same_subjects), ["ventricles"])
+    assert not [c for c in calls if c[0] == "train_nnunet"]
+
+
+@pytest.fixture(scope="module")
+def pool_study(tmp_path_factory):
+    """The ventricle study with the starter generators and the pool control, run once."""
+    out = tmp_path_factory.mktemp("pool_study")
+    settings = resolve_settings("study", generators_from="pool", **SMALL)
+    calls: list = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        study_fakes.install(monkeypatch, out, calls)
+        run_studies(out, settings, ["ventricles"])
+    return out, settings, calls
+
+
+def test_every_model_writes_the_ledger_the_plan_gives(pool_study):
+    out, settings, _ = pool_study
+    plan = plan_study(settings, "ventricles")
+    planned = {ledger.model: set(ledger.training) for ledger in plan.ledgers()}
+    for bundle, stage in [
+        (b, s) for b in ("ventricle_mask_ldm", "spade_mri_ldm") for s in ("autoencoder", "diffusion")
+    ]:
+        ledger = read_ledger(out / "models" / bundle / f"ledger_{stage}.json")
+        assert set(ledger.training) == planned[ledger.model] and len(ledger.training) == 86
+        assert ledger.value_range == pytest.approx((13.176, 71.496))
+    models = sorted(
+        (out / "nnunet").glob("nnUNet_results*/Dataset*/nnUNetTrainer__nnUNetPlans__3d_fullres/ledger.json")
+    )
+    assert len(models) == len(settings.trained_variants("ventricles")) * settings.nnunet_seeds
+    for path in models:
+        ledger = read_ledger(path)
+        assert set(ledger.training) == planned[ledger.model], ledger.model
+    pool = read_ledger(next((out / "nnunet" / "nnUNet_raw").glob("Dataset507_*")) / "ledger.json")
+    assert len(pool.training) == 86 and pool.synthetic_pairs == 0  # exactly the generators' training subjects
+    augmented = read_ledger(next((out / "nnunet" / "nnUNet_raw").glob("Dataset508_*")) / "ledger.json")
+    assert (
+        len(augmented.training) == 86 and augmented.synthetic_pairs == 4 and augmented.via == ("mask LDM", "SPADE LDM")
+    )
+    design = read_json(out / "evaluation" / "ventricles" / "design.json")
+    assert design["bins"]["edge_ml"] == pytest.approx(71.496)
+    holdout = set(design["holdout"]["training"])
+    assert holdout == set(plan.holdout) and all(not holdout & set(entry["training"]) for entry in design["ledgers"])
+
+
+def test_report_gives_the_ledger_every_variant_and_the_bins(pool_study):
+    out, settings, _ = pool_study
+    report = (out / "report.md").read_text()
+    for heading in ("## Answer", "### Data ledger", "### Settings fixed before the run", "### Per hold-out bin (Dice)"):
+        assert heading in report
+    assert "| pool_augmented - pool |" in report and "| mask LDM diffusion | starter weights: 96 demo brains" in report
+    comparison = read_csv(out / "evaluation" / "ventricles" / "comparison.csv")
+    dice = {(r["model"], r["subset"]): r for r in comparison if r["metric"] == "dice"}
+    for variant in settings.study_variants("ventricles"):
+        row = dice[(variant, "all")]
+        assert int(row["n_seeds"]) == 2 and int(row["n_cases"]) == 5 and row["seed_sd"] != ""
+        if variant != "real":
+            assert row["vs_real_p_holm"] != "" and float(row["vs_real_p_holm"]) >= float(row["vs_real_p"])
+    assert int(dice[("real", "inside")]["n_cases"]) + int(dice[("real", "beyond")]["n_cases"]) == 5
+    per_case = read_csv(out / "evaluation" / "ventricles" / "per_case.csv")
+    assert {r["bin"] for r in per_case} == {"inside", "beyond"}
+    assert all((r["bin"] == "beyond") == (float(r["truth_ml"]) > 71.496) for r in per_case)
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["ventricles"]["generators_from"] == "pool" and "pool" in figures["ventricles"]["segmentation"]
+
+
+def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_them(pool_study, monkeypatch):
+    out, settings, _ = pool_study
+    markers = {p.stem: p.stat().st_mtime_ns for p in (out / ".stages").glob("*.json")}
+    calls: list = []
+    study_fakes.install(monkeypatch, out, calls)
+    run_studies(out, with_schedule(settings, initial_lr=1e-3), ["ventricles"])
+    rerun = {p.stem for p in (out / ".stages").glob("*.json") if p.stat().st_mtime_ns != markers.get(p.stem)}
+    nnunet = {name for name in markers if name.startswith("nnunet_")}
+    assert rerun == nnunet | {"evaluate_ventricles", "report"}
+    assert {c[3] for c in calls if c[0] == "train_nnunet"} == {1e-3} and len(nnunet) == 12
+    assert not [c for c in calls if c[0] != "train_nnunet"]  # no generation, no bundle run
+    # the QC rounds stay on disk for a rerun: finished samples are generated again only if their settings change
+    assert (out / "generated" / "ventricles" / "rounds" / "round_0" / "manifest.csv").is_file()
+    # a lost marker of one seed's model (as after Ctrl-C): only that model trains again
+    calls.clear()
+    (out / ".stages" / "nnunet_ventricles_augmented_seed1.json").unlink()
+    run_studies(out, with_schedule(settings, initial_lr=1e-3), ["ventricles"])
+    assert [c[:3] for c in calls] == [("train_nnunet", 503, 1)]
+
+
+def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_shares_pool_with_real(tmp_path, monkeypatch):
+    settings = resolve_settings("study", generators_from="real", **SMALL)
+    calls: list = []
+    study_fakes.install(monkeypatch, tmp_path, calls)
+    run_studies(tmp_path, settings, ["tumours"])
+    trained = [c[2] for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
+    assert trained == ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)"]
+    generators = read_json(tmp_path / "data" / "tumours_prepared" / "generators_datalist.json")
+    assert len(generators["training"]) == 6 and len(generators["validation"]) == 2
+    ledger = read_ledger(tmp_path / "models" / "slice_based_ldm_brats" / "ledger_diffusion.json")
+    assert ledger.training == tuple(f"demo-tumour-s0-{i:03d}" for i in range(6))
+    comparison = read_csv(tmp_path / "evaluation" / "tumours" / "comparison.csv")
+    pool = [r for r in comparison if r["model"] == "pool"]
+    assert pool and all(r["same_as"] == "real" for r in pool)  # the same models: not trained twice
+    assert not list((tmp_path / "nnunet" / "nnUNet_raw").glob("Dataset517_*"))
+    report = (tmp_path / "report.md").read_text()
+    assert "pool_augmented - pool (= augmented - real)" in report and "`pool` = `real`" in report
+
+
+def test_learning_curve_trains_and_validates_on_real_training_subjects_only(tmp_path, monkeypatch):
+    from shared.workflow.learning_curve import learning_curve, split_real_set
+
+    for scale in SCALES:
+        for study in STUDIES:
+            settings = resolve_settings(scale)
+            training, validation, holdout = split_real_set(settings, study, 5)
+            real = (settings.brains if study == "ventricles" else settings.tumours).all_subjects()
+            assert training + validation == real and not set(holdout) & set(real)
+    calls: list = []
+    study_fakes.install(monkeypatch, tmp_path, calls)
+    import shared.workflow.demo_recipes as recipes
+
+    monkeypatch.setattr(recipes, "write_parts", lambda *a: pytest.fail("the learning curve drew a hold-out"))
+    report = learning_curve("ventricles", tmp_path / "curve", scale="study", iterations=(25, 50))
+    rows = read_csv(tmp_path / "curve" / "learning_curve.csv")
+    assert [int(r["iterations"]) for r in rows] == [25, 50] and report.is_file()
+    provenance = read_csv(next((tmp_path / "curve" / "nnunet" / "nnUNet_raw").glob("Dataset901_*")) / "provenance.csv")
+    split = {side: {r["subject"] for r in provenance if r["split"] == side} for side in ("train", "test")}
+    settings = resolve_settings("study")
+    assert split["test"] == {f"demo-brain-s0-{i:03d}" for i in range(15, 20)}
+    assert split["train"] | split["test"] == set(settings.brains.all_subjects())
+    assert not (split["train"] | split["test"]) & set(parts_subjects(settings.ventricle_holdout))
+    assert [c[3] for c in calls if c[0] == "train_nnunet"] == [3e-3, 3e-3]
