@@ -100,3 +100,24 @@ def test_the_data_scarce_recipe_is_the_starters_with_the_scales_epochs():
         mask["overrides"]["autoencoder_epochs"]
         == SCALES["study"]["scarce_recipes"]["ventricle_mask_ldm"]["autoencoder_epochs"]
     )
+
+
+def test_the_pool_of_several_recipes_is_their_training_subjects_under_distinct_case_names(tmp_path):
+    from shared.segmentation.nnunet_dataset import assemble_dataset
+    from shared.workflow.demo_recipes import DemoRecipe
+    from shared.workflow.design import StudyPlan
+
+    recipes = (DemoRecipe("tumours", 3, (24, 24, 24), 0, 0.34), DemoRecipe("tumours", 2, (24, 24, 24), 7, 0.0))
+    pool = tuple(s for r in recipes for s in r.subjects()["training"])
+    assert pool == ("demo-tumour-s0-000", "demo-tumour-s0-001", "demo-tumour-s7-000", "demo-tumour-s7-001")
+    plan = StudyPlan((), (), (), (), pool, recipes)
+    datalist = stages.write_pool(tmp_path, "tumours", plan)
+    dataset = assemble_dataset("real", 517, "Pool", datalist, nnunet_raw=tmp_path / "raw", labels="whole_tumour",
+                               num_workers=1, progress=False)  # fmt: skip
+    names = sorted(p.name for p in (dataset / "labelsTr").iterdir())
+    assert names == ["real_tumour_000_s0.nii.gz", "real_tumour_000_s7.nii.gz", "real_tumour_001_s0.nii.gz",
+                     "real_tumour_001_s7.nii.gz"]  # fmt: skip
+    with pytest.raises(InputError, match="do not give their ledgers' subjects"):
+        stages.write_pool(
+            tmp_path / "other", "tumours", StudyPlan((), (), (), (), (*pool, "demo-tumour-s9-000"), recipes)
+        )

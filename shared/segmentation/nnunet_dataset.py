@@ -74,7 +74,7 @@ class PairSource:
 
     @property
     def stem(self) -> str:
-        """The case name: a manifest's ``case`` column, else the label file's name without its volume suffix."""
+        """The case name: its ``case`` (manifest column or datalist field), else the label file name without suffix."""
         if self.conditions.get("case"):
             return str(self.conditions["case"])
         name = self.label.name
@@ -128,6 +128,14 @@ def remap_labels(label_map: np.ndarray, mapping: Mapping[str, Sequence[int] | No
     return out
 
 
+def _item_names(item: Mapping[str, Any]) -> dict[str, str]:
+    """A datalist item's subject, and its ``case`` when it has one (the nnU-Net case name, see :class:`PairSource`)."""
+    names = {"subject": item_subject(item)}
+    if item.get("case"):
+        names["case"] = str(item["case"])
+    return names
+
+
 def _manifest_conditions(row: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in row.items() if key not in ("image", "label")}
 
@@ -163,10 +171,7 @@ def read_pair_sources(
         missing = [i for i, item in enumerate(items) if "image" not in item or "label" not in item]
         if missing:
             raise InputError(f"{source}: datalist item {missing[0]} lacks 'image' or 'label'")
-        pairs = [
-            PairSource(Path(item["image"]), Path(item["label"]), origin, {"subject": item_subject(item)})
-            for item in items
-        ]
+        pairs = [PairSource(Path(item["image"]), Path(item["label"]), origin, _item_names(item)) for item in items]
     elif source.is_dir():
         images, labels = source / "images", source / "labels"
         if not images.is_dir() or not labels.is_dir():

@@ -21,7 +21,7 @@ from shared.workflow.generation_rounds import accepted_rows
 from shared.workflow.ledger import Ledger, ledger_table
 from shared.workflow.settings import StudySettings
 from shared.workflow.stages import evaluation_dir, fixed_settings
-from shared.workflow.study_statistics import BETTER, WORSE, verdict
+from shared.workflow.study_statistics import BETTER, MIN_CASES, WORSE, verdict
 
 TITLES = {
     "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
@@ -202,6 +202,10 @@ def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
         ]
         lines.append(f"| {question} | {name} | " + " | ".join(cells) + " |")
     lines.append("")
+    for variant, why in design.get("not_trained", {}).items():
+        lines.append(f"- `{variant}` was not trained: {why}.")
+    if design.get("not_trained"):
+        lines.append("")
     if seeds < 2:
         lines += ["One nnU-Net seed per variant: the intervals hold the cases' variance only, not the seeds'.", ""]
     lines += _plain_answer(comparison, design, study)
@@ -233,10 +237,25 @@ def _plain_answer(comparison: Sequence[Mapping[str, str]], design: Mapping[str, 
         else:
             words = f"no difference {where} between `{variant}` and `{target}` is shown ({interval})"
         lines.append(f"- {study.capitalize()}: {words}.")
-    if design["generators_from"] == "pool":
+    pool = _pool_subjects(design)
+    real = {s for entry in design["ledgers"] if entry["model"] == "nnU-Net real" for s in entry["training"]}
+    models = {r["model"] for r in comparison}
+    if design["generators_from"] == "real":
         lines.append(
-            f"- The generators learnt from {len(_pool_subjects(design))} subjects (data ledger below); "
-            "`pool` is that data, so `pool_augmented` against `pool` is what the generated pairs add beyond it."
+            f"- Every generator learnt from the {len(real)} real training subjects only (data-scarce protocol): "
+            "`augmented` against `real` is what the generated pairs add to the data they came from."
+        )
+    elif "pool" in models:
+        lines.append(
+            f"- The generators learnt from {len(pool)} subjects ({len(pool & real)} of them the real set's; data "
+            "ledger below); `pool` is that data, so `pool_augmented` against `pool` is what the generated pairs add "
+            "beyond it."
+        )
+    else:
+        lines.append(
+            f"- The generators learnt from {len(pool)} subjects ({len(pool & real)} of them the real set's; data "
+            "ledger below). Without the `pool` variant this run cannot tell what the generated pairs add beyond "
+            "the data the generators saw; `--scale study` has that control."
         )
     return [*lines, ""]
 
@@ -386,7 +405,14 @@ def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
     lines += ledger_lines(out, study)
     lines += fixed_lines(settings, study, design["bins"])
     lines += ["### Hold-out Dice per training set", "", *variant_table(comparison, "dice"), ""]
-    lines += ["### Per hold-out bin (Dice)", "", f"Bins: {design['bins']['rule']}.", "", *bin_table(comparison), ""]
+    lines += [
+        "### Per hold-out bin (Dice)",
+        "",
+        f"Bins: {design['bins']['rule']}. A bin of fewer than {MIN_CASES} cases gets its means only.",
+        "",
+        *bin_table(comparison),
+        "",
+    ]
     lines += [
         "### Absolute volume error (mL) per training set",
         "",

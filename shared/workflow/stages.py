@@ -281,7 +281,8 @@ def write_pool(out: Path, study: str, plan: StudyPlan) -> Path:
             key = f"{k}:{item['case']}"
             if item["subject"] in wanted and key not in seen:
                 seen.add(key)
-                items.append({**item, "image": str(Path(item["image"]).relative_to(folder.resolve())),
+                items.append({**item, "case": f"{item['case']}_s{recipe.seed}",  # unique over the recipes
+                              "image": str(Path(item["image"]).relative_to(folder.resolve())),
                               "label": str(Path(item["label"]).relative_to(folder.resolve()))})  # fmt: skip
     found = {item["subject"] for item in items}
     if found != wanted:
@@ -417,6 +418,9 @@ def write_design(
             "study": study, "generators_from": settings.generators_from, "bins": bins.to_json(),
             "ledgers": [ledger.to_json() for ledger in [*ledgers, *sets.values()]], "holdout": holdout.to_json(),
             "aliases": settings.aliases(),
+            "not_trained": {
+                v: "QC accepted no generated pair" for v in settings.trained_variants(study) if v not in datasets
+            },
         },
     )  # fmt: skip
     return bins

@@ -126,7 +126,8 @@ def write_starter_weights(
 
     ``continuations``: the recipe's later diffusion runs, in order, each resumed from the last
     checkpoint with these config values over ``overrides`` (e.g. more epochs at another loss
-    weight); the manifest keeps them so that ``--train_generators`` repeats them.
+    weight); the manifest keeps them so that the main command repeats them when it trains the
+    generators itself (``--generators_from real``).
 
     ``.pt`` files are reduced to the model's state dict (in ``precision``); every other file is
     copied as is.

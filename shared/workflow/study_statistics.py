@@ -33,6 +33,8 @@ from shared.io import InputError
 COMPARED_METRICS: dict[str, bool] = {"dice": True, "iou": True, "abs_volume_error_ml": False}
 
 DEFAULT_RESAMPLES = 10_000
+#: Subsets of fewer cases get their means only: an interval over a handful of cases says nothing.
+MIN_CASES = 5
 
 
 def seed_case_table(rows: Sequence[Mapping[str, Any]], model: str, metric: str, cases: Sequence[str]) -> np.ndarray:
@@ -164,6 +166,7 @@ def compare_variants(
     confidence: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    min_cases: int = MIN_CASES,
 ) -> list[dict[str, Any]]:
     """One row per variant, metric and subset of cases: mean, seed SD, hierarchical interval, and
     the difference against each reference with its interval, bootstrap p and Holm-adjusted p.
@@ -175,6 +178,7 @@ def compare_variants(
         aliases: variants that are another's models (``{"pool": "real"}``): compared through their
             twin, not listed as rows of their own, and left out of Holm's families.
         confidence, n_resamples, seed: of the bootstrap.
+        min_cases: a subset of fewer cases gets means and seed SDs only (no interval, no comparison).
 
     Holm's family: the variants compared with one reference, per metric and subset.
     """
@@ -201,13 +205,16 @@ def compare_variants(
                     "n_seeds": table.shape[0], "mean": float(table.mean()), "seed_sd": seed_sd(table),
                     "ci_low": low, "ci_high": high,
                 }  # fmt: skip
+                block.append(row)
+                if len(cases) < min_cases:
+                    row["ci_low"] = row["ci_high"] = float("nan")
+                    continue
                 for reference in references:
                     twin = aliases.get(reference, reference)
                     if model == twin:
                         continue
                     result = hierarchical_difference(table, tables[twin], confidence, n_resamples, seed)
                     row.update({f"vs_{reference}_{key}": value for key, value in result.items()})
-                block.append(row)
             for reference in references:
                 family = [row for row in block if f"vs_{reference}_p" in row]
                 for row, adjusted in zip(family, holm([row[f"vs_{reference}_p"] for row in family])):
