@@ -135,7 +135,7 @@ def learning_curve(
                      "dice_sd": dice["dice_sd"], "cases": dice["n"]})  # fmt: skip
         logger.info("learning curve %s: %d iterations, validation Dice %.3f", study, total, dice["dice_mean"])
     write_csv(output_dir / "learning_curve.csv", rows)
-    _plot(output_dir / "learning_curve.png", rows, study)
+    save_learning_curve_plot(output_dir / "learning_curve.png", rows, study)
     lines = [
         f"# nnU-Net learning curve: {study} ({scale} scale's real set)",
         "",
@@ -156,7 +156,8 @@ def learning_curve(
     return path
 
 
-def _plot(path: Path, rows: list[dict[str, Any]], study: str) -> None:
+def save_learning_curve_plot(path: Path, rows: list[dict[str, Any]], study: str) -> None:
+    """Validation Dice (mean ± SD) against training iterations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,4 +175,5 @@ def _plot(path: Path, rows: list[dict[str, Any]], study: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(f"nnU-Net on the real {study}: validation split")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     save_figure(fig, path)

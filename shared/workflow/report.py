@@ -209,6 +209,7 @@ def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
     if seeds < 2:
         lines += ["One nnU-Net seed per variant: the intervals hold the cases' variance only, not the seeds'.", ""]
     lines += _plain_answer(comparison, design, study)
+    lines += _reach_lines(out, study, design)
     return lines
 
 
@@ -258,6 +259,26 @@ def _plain_answer(comparison: Sequence[Mapping[str, str]], design: Mapping[str, 
             "the data the generators saw; `--scale study` has that control."
         )
     return [*lines, ""]
+
+
+def _reach_lines(out: Path, study: str, design: Mapping[str, Any]) -> list[str]:
+    """Whether the accepted generated pairs reach beyond the training data (their quantity against the bin edge)."""
+    from shared.workflow.ledger import quantity_ml
+
+    generated = out / "generated" / study
+    if not (generated / "manifest.csv").is_file():
+        return []
+    values = [quantity_ml(generated / row["label"], study) for row in accepted_rows(generated / "manifest.csv")]
+    if not values:
+        return []
+    edge = float(design["bins"]["edge_ml"])
+    beyond = sum(v > edge for v in values)
+    what = "ventricle" if study == "ventricles" else "tumour"
+    return [
+        f"- Do the generated pairs reach beyond the training data? {beyond} of the {len(values)} accepted pairs have "
+        f"a {what} volume above {edge:g} mL (theirs: {min(values):.1f}-{max(values):.1f} mL).",
+        "",
+    ]
 
 
 def _pool_subjects(design: Mapping[str, Any]) -> set[str]:

@@ -19,6 +19,7 @@ segmenter trains. Bundles run through ``python -m monai.bundle run`` and nnU-Net
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -231,6 +232,7 @@ def provide_generators(
             params = {"starter_manifest_sha256": sha256_of(folder / STARTER_FOLDER / "manifest.json")}
 
             def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name) -> None:
+                shutil.rmtree(models, ignore_errors=True)  # no model trained here earlier stays beside them
                 install_starter_weights(folder / STARTER_FOLDER, models)
                 for stage_name, ledger, _ in read_starter_ledgers(folder / STARTER_FOLDER):
                     write_ledger(
@@ -246,6 +248,8 @@ def provide_generators(
 
             def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name,
                        recipe: dict[str, Any] = recipe) -> None:  # fmt: skip
+                if (models / "starter_manifest.json").is_file():  # starter weights of an earlier run: not resumed
+                    shutil.rmtree(models)
                 real = real_datalist(out, study)  # beside it: the tumour normaliser the slice LDM reads
                 datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
                 train_bundle(folder, models, datalist, device, name, recipe)

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.io import InputError
-from shared.workflow.starter_weights import STARTER_FOLDER, measure_starter_ledger, record_starter_ledger
+from shared.workflow.demo_recipes import DemoRecipe
+from shared.workflow.starter_weights import (
+    STARTER_FOLDER,
+    measure_starter_ledger,
+    read_starter_manifest,
+    record_starter_ledger,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +48,9 @@ def record_ledger(bundle: str, stages: dict[str, Any], folder: str | None = None
         raise InputError(f"--stages: expected a dict of stage -> data recipe, got {stages!r}")
     study, name = BUNDLE_STUDIES[bundle]
     target = Path(folder) if folder else ROOT / "bundles" / bundle / STARTER_FOLDER
+    for recipe in stages.values():  # every recipe and the manifest checked before any data is drawn
+        DemoRecipe.from_params(recipe)
+    read_starter_manifest(target)
     with tempfile.TemporaryDirectory(prefix="starter-ledger-") as scratch:
         ledger = measure_starter_ledger(stages, study, name, scratch)
     return str(record_starter_ledger(target, ledger))
