@@ -242,7 +242,7 @@ def _write_case(job: tuple[PairSource, str, str, Path, dict[str, list[int] | Non
         "image_source": str(pair.image),
         "label_source": str(pair.label),
         "foreground_ml": round(foreground_ml, 3),
-        **pair.conditions,
+        **{key: value for key, value in pair.conditions.items() if key != "case"},  # the case is named above
     }
 
 

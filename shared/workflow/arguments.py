@@ -148,6 +148,14 @@ def _accepts_str(hint: Any) -> bool:
     return hint in (str, Any, inspect.Parameter.empty) or hint is os.PathLike or origin is os.PathLike
 
 
+def _scalar_items(hint: Any) -> bool:
+    """A scalar hint, or a sequence of scalars (``int``, ``list of float`` ...), whose own messages name the value."""
+    if _is_sequence(hint):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return all(a in (int, float, str, bool) for a in args)
+    return hint in (int, float, str, bool)
+
+
 def _words(raw: str) -> list[Any]:
     """A comma-separated word's items, each read as a literal (``"1,2"`` -> ``[1, 2]``)."""
     return [DefaultParseValue(part.strip()) for part in raw.split(",") if part.strip()]
@@ -166,7 +174,7 @@ def convert(flag: str, raw: Any, hint: Any, from_text: bool) -> Any:
         if type(None) in args and (raw is None or (from_text and raw == "None")):
             return None
         members = [a for a in args if a is not type(None)]
-        if len(members) == 1:  # "X or None": X's own message (a wrong word is not a wrong None)
+        if len(members) == 1 and _scalar_items(members[0]):  # "X or None": X's message ('abc' is no number)
             return convert(flag, raw, members[0], from_text)
         # a word for a "str or list" flag stays one word unless it holds commas or brackets
         if from_text and any(_accepts_str(m) for m in members) and not re.search(r"[,\[\](){}]", raw):
