@@ -82,11 +82,12 @@ _DEMO: dict[str, Any] = {
     "ventricle_variants": ("real", "synthetic", "augmented"),
     "tumour_variants": ("real", "augmented"),
     "domain_randomisation_copies": 2, "classical_copies": 5,
-    # generators_from real: the starter recipes, with epochs for 20 training subjects instead of the
-    # starters' 86-134 (about half their optimiser steps; README "Data-scarce protocol")
+    # generators_from real: the starter recipes, with the epochs that give about the starters' number of
+    # optimiser steps on 20 training subjects instead of their 86-134 (README "Data-scarce protocol"; with
+    # half the mask LDM's steps, 600 epochs, its label maps were noise: rho(c, volume) -0.37)
     "scarce_recipes": {
-        "ventricle_mask_ldm": {"autoencoder_epochs": 120, "diffusion_epochs": 600},
-        "spade_mri_ldm": {"autoencoder_epochs": 40, "diffusion_epochs": 200},
+        "ventricle_mask_ldm": {"autoencoder_epochs": 130, "diffusion_epochs": 1000},
+        "spade_mri_ldm": {"autoencoder_epochs": 45, "diffusion_epochs": 160},
         "slice_based_ldm_brats": {
             "diffusion_epochs": 1000, "continuations": [{"diffusion_epochs": 1300, "tumour_loss_weight": 5}],
         },
