@@ -91,7 +91,9 @@ def test_every_model_writes_the_ledger_the_plan_gives(pool_study):
         len(augmented.training) == 86 and augmented.synthetic_pairs == 4 and augmented.via == ("mask LDM", "SPADE LDM")
     )
     design = read_json(out / "evaluation" / "ventricles" / "design.json")
-    assert design["bins"]["edge_ml"] == pytest.approx(71.496)
+    assert design["bins"]["data_range"] == pytest.approx([13.176, 71.496])
+    real = read_ledger(next((out / "nnunet" / "nnUNet_raw").glob("Dataset501_*")) / "ledger.json")
+    assert design["bins"]["real_range"] == pytest.approx(list(real.value_range)) and real.value_range[1] < 71.496
     holdout = set(design["holdout"]["training"])
     assert holdout == set(plan.holdout) and all(not holdout & set(entry["training"]) for entry in design["ledgers"])
 
@@ -109,10 +111,18 @@ def test_report_gives_the_ledger_every_variant_and_the_bins(pool_study):
         assert int(row["n_seeds"]) == 2 and int(row["n_cases"]) == 5 and row["seed_sd"] != ""
         if variant != "real":
             assert row["vs_real_p_holm"] != "" and float(row["vs_real_p_holm"]) >= float(row["vs_real_p"])
-    assert int(dice[("real", "inside")]["n_cases"]) + int(dice[("real", "beyond")]["n_cases"]) == 5
     per_case = read_csv(out / "evaluation" / "ventricles" / "per_case.csv")
-    assert {r["bin"] for r in per_case} == {"inside", "beyond"}
-    assert all((r["bin"] == "beyond") == (float(r["truth_ml"]) > 71.496) for r in per_case)
+    bins = read_json(out / "evaluation" / "ventricles" / "design.json")["bins"]
+    (real_low, real_high), (low, high) = bins["real_range"], bins["data_range"]
+    for row in per_case:
+        truth = float(row["truth_ml"])
+        expected = "inside" if real_low <= truth <= real_high else "pool_only" if low <= truth <= high else "beyond"
+        assert row["bin"] == expected
+    counts = {b: sum(1 for r in per_case if r["bin"] == b and r["model"] == "real" and r["seed"] == "0")
+              for b in ("inside", "pool_only", "beyond")}  # fmt: skip
+    assert sum(counts.values()) == 5 and counts["beyond"] >= 1
+    for subset, n in counts.items():
+        assert (int(dice[("real", subset)]["n_cases"]) == n) if n else (("real", subset) not in dice)
     figures = json.loads((out / "figures.json").read_text())
     assert figures["ventricles"]["generators_from"] == "pool" and "pool" in figures["ventricles"]["segmentation"]
 

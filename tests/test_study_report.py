@@ -65,7 +65,8 @@ def test_answer_calls_a_difference_only_when_its_interval_excludes_zero(tmp_path
     evaluation = tmp_path / "evaluation" / "tumours"
     write_csv(evaluation / "comparison.csv", comparison, list(dict.fromkeys(k for r in comparison for k in r)))
     ledgers = [{"model": "slice LDM diffusion", "training": ["a", "b"]}]
-    bins = {"rule": "inside: <= 50 mL; beyond: above it", "edge_ml": 50.0, "quantity": "tumour_ml"}
+    bins = {"rule": "inside 3-50 mL: inside; else beyond", "real_range": [3.0, 50.0], "data_range": [3.0, 50.0],
+            "quantity": "tumour_ml"}  # fmt: skip
     design = {"generators_from": "pool", "aliases": {}, "ledgers": ledgers, "bins": bins}
     (evaluation / "design.json").write_text(json.dumps(design))
     lines = answer_lines(tmp_path, "tumours", resolve_settings("study"))
@@ -75,4 +76,10 @@ def test_answer_calls_a_difference_only_when_its_interval_excludes_zero(tmp_path
     assert "**better**" in table["pool - real"]
     assert any(line.startswith("- Tumours: no difference on the whole hold-out between `pool_augmented` and `pool`")
                for line in lines)  # fmt: skip
-    assert "3 nnU-Net seed(s) per variant, 8 hold-out cases: 5 inside the training data, 3 beyond it" in lines[0]
+    assert (
+        "3 nnU-Net seed(s) per variant, 8 hold-out cases: 5 inside the real set, 0 inside the generators' data only, "
+        "3 beyond all" in lines[0]
+    )
+    assert "| question | comparison | Dice, all cases | Dice, inside the real set | Dice, beyond all |" in lines
+    assert "n = 3: too few cases to compare" in table["pool_augmented - pool"]  # the beyond bin: means only
+    assert "- Tumours, beyond every model's data: 3 case(s), too few to compare." in lines

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import shared.workflow.stages as stages
-from shared.io import InputError, write_csv
+from shared.io import InputError, read_datalist, write_csv
 from shared.workflow.settings import SCALES, VARIANTS, resolve_settings
 
 
@@ -121,3 +121,42 @@ def test_the_pool_of_several_recipes_is_their_training_subjects_under_distinct_c
         stages.write_pool(
             tmp_path / "other", "tumours", StudyPlan((), (), (), (), (*pool, "demo-tumour-s9-000"), recipes)
         )
+
+
+def test_a_generator_resumes_only_checkpoints_of_its_own_recipe_seed_and_data(tmp_path):
+    models = tmp_path / "models"
+    training = {
+        "recipe": {"preset": "science", "overrides": {"diffusion_epochs": 1000}},
+        "seed": 0,
+        "datalist_sha256": "a",
+    }
+    models.mkdir()
+    (models / "starter_manifest.json").write_text("{}")  # starter weights of an earlier pool-protocol run
+    (models / "diffusion_checkpoint_epoch=600.pt").write_text("old")
+    stages.keep_only_checkpoints_of(models, training)
+    assert sorted(p.name for p in models.iterdir()) == [stages.TRAINING_RECORD]
+    (models / "diffusion_checkpoint_epoch=10.pt").write_text("this recipe's")  # interrupted: resumed
+    stages.keep_only_checkpoints_of(models, training)
+    assert (models / "diffusion_checkpoint_epoch=10.pt").is_file()
+    for changed in ({"seed": 1}, {"datalist_sha256": "b"}, {"recipe": {"preset": "science", "overrides": {}}}):
+        (models / "diffusion_checkpoint_epoch=10.pt").write_text("this recipe's")
+        stages.keep_only_checkpoints_of(models, training)
+        stages.keep_only_checkpoints_of(models, {**training, **changed})
+        assert not (models / "diffusion_checkpoint_epoch=10.pt").exists()
+        stages.keep_only_checkpoints_of(models, training)
+
+
+def test_the_pool_drawn_again_must_hold_the_quantity_range_of_each_generators_ledger(tmp_path):
+    from shared.workflow.demo_recipes import DemoRecipe
+    from shared.workflow.design import StudyPlan
+    from shared.workflow.ledger import Ledger, value_range
+
+    recipe = DemoRecipe("tumours", 3, (24, 24, 24), 0, 0.34)
+    pool = tuple(recipe.subjects()["training"])
+    probe = stages.write_pool(tmp_path / "probe", "tumours", StudyPlan((), (), (), (), pool, (recipe,)))
+    drawn = value_range([item["label"] for item in read_datalist(probe)], "tumours")
+    right = Ledger("slice LDM diffusion", "tumours", pool, value_range=drawn)
+    stages.write_pool(tmp_path / "right", "tumours", StudyPlan((right,), (), (), (), pool, (recipe,)))
+    wrong = Ledger("slice LDM diffusion", "tumours", pool, value_range=(drawn[0], drawn[1] + 1.0))
+    with pytest.raises(InputError, match="slice LDM diffusion's data drawn again holds"):
+        stages.write_pool(tmp_path / "wrong", "tumours", StudyPlan((wrong,), (), (), (), pool, (recipe,)))

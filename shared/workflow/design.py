@@ -7,8 +7,9 @@ each nnU-Net variant, and the hold-out's subjects. Tests check that no hold-out 
 any of them, for every scale and protocol; a run checks the ledgers it actually wrote against
 the same rule (:func:`shared.workflow.ledger.check_unseen`) before any segmenter trains.
 
-:func:`holdout_bins` is the rule that splits the hold-out: *inside* the training data (a truth
-volume at most the largest any model's real training subjects hold) or *beyond* it.
+:func:`holdout_bins` is the rule that splits the hold-out: *inside* the small real set's range
+of the study's quantity, *pool_only* (outside it, inside the range of the data the generators
+learnt from), or *beyond* every model's data.
 """
 
 from __future__ import annotations
@@ -118,33 +119,76 @@ def plan_study(settings: StudySettings, study: str) -> StudyPlan:
     return StudyPlan(tuple(generators), tuple(segmenters), holdout, real, pool, tuple(recipes))
 
 
+#: The hold-out bins, in report order: inside the small real set's range; outside it but inside the
+#: range of the data some generator (or the ``pool`` variant) learnt from; outside every model's data.
+BINS = ("inside", "pool_only", "beyond")
+BIN_WORDS = {"inside": "inside the real set", "pool_only": "inside the generators' data only", "beyond": "beyond all"}
+
+
 @dataclass(frozen=True)
 class HoldoutBins:
-    """The hold-out split declared before a run: inside or beyond the training data.
+    """The hold-out split, a rule fixed before the run and measured from the ledgers before any segmenter trains.
+
+    A case's bin is where its true quantity lies: ``inside`` the range of the small real set's
+    subjects (what ``real`` and ``augmented`` learnt from), ``pool_only`` outside that but inside the
+    range of every real subject any model learnt from (the generators' data, ``pool``), or
+    ``beyond`` every model's data (below or above). With the generators trained on the real set the
+    two ranges are one and ``pool_only`` is empty.
 
     Attributes:
         quantity: ``ventricle_ml`` or ``tumour_ml``.
-        edge_ml: the largest quantity any model's real training subjects hold.
+        real_range: ``(min, max)`` mL over the small real set's training subjects.
+        data_range: ``(min, max)`` mL over every model's real training subjects (contains ``real_range``).
         rule: the rule, in words (for the report).
     """
 
     quantity: str
-    edge_ml: float
+    real_range: tuple[float, float]
+    data_range: tuple[float, float]
     rule: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "real_range", tuple(float(v) for v in self.real_range))
+        object.__setattr__(self, "data_range", tuple(float(v) for v in self.data_range))
+
+    @property
+    def edge_ml(self) -> float:
+        """The largest quantity any model's real training subjects hold (plots draw it)."""
+        return self.data_range[1]
+
     def bin_of(self, truth_ml: float) -> str:
-        return "beyond" if round(float(truth_ml), 6) > self.edge_ml else "inside"
+        value = round(float(truth_ml), 6)
+        if self.real_range[0] <= value <= self.real_range[1]:
+            return "inside"
+        if self.data_range[0] <= value <= self.data_range[1]:
+            return "pool_only"
+        return "beyond"
 
     def to_json(self) -> dict[str, Any]:
-        return {"quantity": self.quantity, "edge_ml": self.edge_ml, "rule": self.rule}
+        return {"quantity": self.quantity, "real_range": list(self.real_range), "data_range": list(self.data_range),
+                "rule": self.rule}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HoldoutBins:
+        return cls(data["quantity"], tuple(data["real_range"]), tuple(data["data_range"]), data["rule"])
 
 
-def holdout_bins(ledgers: list[Ledger] | tuple[Ledger, ...], study: str) -> HoldoutBins:
-    """:class:`HoldoutBins` from the ledgers written before any segmenter trains."""
-    ranges = [ledger.value_range for ledger in ledgers if ledger.value_range is not None]
-    if not ranges:
-        raise ValueError(f"{study}: no ledger holds a quantity range; the hold-out bins cannot be set")
-    edge = round(max(r[1] for r in ranges), 3)
+def holdout_bins(real: Ledger, ledgers: list[Ledger] | tuple[Ledger, ...], study: str) -> HoldoutBins:
+    """:class:`HoldoutBins` from the ledgers written before any segmenter trains.
+
+    Args:
+        real: the ledger of the small real set (the ``real`` variant's nnU-Net set).
+        ledgers: every model's ledger (generators and nnU-Net sets); those with a quantity range count.
+    """
+    ranges = [ledger.value_range for ledger in [real, *ledgers] if ledger.value_range is not None]
+    if real.value_range is None or not ranges:
+        raise ValueError(f"{study}: the real set's ledger holds no quantity range; the hold-out bins cannot be set")
+    real_range = (float(real.value_range[0]), float(real.value_range[1]))
+    data_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
     what = "ventricle volume" if study == "ventricles" else "tumour volume"
-    rule = f"inside: true {what} <= {edge:g} mL, the largest of any model's real training subjects; beyond: above it"
-    return HoldoutBins(ledgers[0].quantity, edge, rule)
+    rule = (
+        f"true {what} inside {real_range[0]:g}-{real_range[1]:g} mL (the real set's subjects): inside; "
+        f"else inside {data_range[0]:g}-{data_range[1]:g} mL (every model's real training subjects, the "
+        "generators' included): pool_only; else beyond"
+    )
+    return HoldoutBins(real.quantity, real_range, data_range, rule)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,21 +191,3 @@ def ledger_table(ledgers: Sequence[Ledger], holdout: Ledger | None = None) -> li
             f"| {len(ledger.validation) or '-'} | {via} | {low_high} |"
         )
     return lines
-
-
-@dataclass
-class LedgerBook:
-    """The ledgers of one study, in the order they were written (generators first)."""
-
-    study: str
-    ledgers: list[Ledger] = field(default_factory=list)
-
-    def add(self, ledger: Ledger) -> None:
-        self.ledgers = [entry for entry in self.ledgers if entry.model != ledger.model] + [ledger]
-
-    def real_range(self) -> tuple[float, float] | None:
-        """Range of the quantity over every real subject any model learnt from."""
-        ranges = [ledger.value_range for ledger in self.ledgers if ledger.value_range is not None]
-        if not ranges:
-            return None
-        return min(r[0] for r in ranges), max(r[1] for r in ranges)

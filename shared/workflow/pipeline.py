@@ -213,8 +213,10 @@ def run_demo_pipeline(
         n_generated: synthetic pairs per study that pass QC (scale: 16; 40 = 2x the real cases).
         sampling_steps: DDIM steps of every generator (scale: 10).
         qc_rounds: generation rounds at most; each regenerates the pairs QC rejected (scale: 3).
-        nnunet_epochs: nnU-Net epochs per model (scale: 16, i.e. 400 iterations: past the
-            plateau of the learning curve on a validation split of the real subjects, README).
+        nnunet_epochs: nnU-Net epochs per model, one value for both studies (scale: 16 x 25 = 400
+            iterations, past the knee of the learning curve on a validation split of the real
+            subjects; at study scale tumours get 12, 300 iterations, 0.024 Dice below 400, to fit
+            the study's budget; README).
         nnunet_iterations: nnU-Net training iterations per epoch (scale: 25).
         nnunet_seeds: nnU-Net models per variant, seeds ``seed``, ``seed + 1`` ... (scale: 1; 3).
         nnunet_optimizer: ``adamw`` (scale default; learns in a few hundred iterations) or ``sgd``

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from shared.io import atomic_path, read_csv, read_datalist, read_json, write_json
+from shared.workflow.design import BIN_WORDS, BINS
 from shared.workflow.generation_rounds import accepted_rows
 from shared.workflow.ledger import Ledger, ledger_table
 from shared.workflow.settings import StudySettings
 from shared.workflow.stages import evaluation_dir, fixed_settings
-from shared.workflow.study_statistics import BETTER, MIN_CASES, WORSE, verdict
+from shared.workflow.study_statistics import BETTER, MIN_CASES, NOT_AFTER_HOLM, WORSE, verdict
 
 TITLES = {
     "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
@@ -157,9 +158,19 @@ def _float(row: Mapping[str, Any], key: str) -> float:
     return float(value) if value not in ("", None) else float("nan")
 
 
+def _compared(row: Mapping[str, Any] | None, reference: str) -> bool:
+    """Whether ``row`` holds a difference against ``reference`` with its interval (not a bin of too few cases)."""
+    if row is None:
+        return False
+    return all(row.get(f"vs_{reference}_{k}") not in ("", None) for k in ("difference", "ci_low", "ci_high"))
+
+
 def difference_words(row: Mapping[str, Any] | None, reference: str, larger_is_better: bool = True) -> str:
-    """``+0.012 (-0.004, +0.028), p_Holm 0.31: no difference shown`` (or better / worse)."""
-    if row is None or f"vs_{reference}_difference" not in row or row.get(f"vs_{reference}_difference") in ("", None):
+    """``+0.012 (-0.004, +0.028), p_Holm 0.31: no difference shown`` (or better / worse); ``-`` when not compared
+    (a bin of fewer than :data:`MIN_CASES` cases shows its mean difference only)."""
+    if not _compared(row, reference):
+        if row is not None and row.get("n_cases") not in ("", None) and int(float(row["n_cases"])) < MIN_CASES:
+            return f"n = {int(float(row['n_cases']))}: too few cases to compare"
         return "-"
     diff, low, high = (_float(row, f"vs_{reference}_{k}") for k in ("difference", "ci_low", "ci_high"))
     p = _float(row, f"vs_{reference}_p_holm")
@@ -174,16 +185,18 @@ def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
     design = read_json(evaluation_dir(out, study) / "design.json")
     bins = design["bins"]
     models = {r["model"] for r in comparison}
-    counts = {s: _row(comparison, "real", "dice", s) for s in ("all", "inside", "beyond")}
+    counts = {s: _row(comparison, "real", "dice", s) for s in ("all", *BINS)}
     n = {s: (int(float(r["n_cases"])) if r else 0) for s, r in counts.items()}
     seeds = int(float(counts["all"]["n_seeds"])) if counts["all"] else 0
+    shown = [b for b in BINS if n[b]]
     lines = [
         f"**{study.capitalize()}** ({_protocol_words(design, settings)}; {seeds} nnU-Net seed(s) per variant, "
-        f"{n['all']} hold-out cases: {n['inside']} inside the training data, {n['beyond']} beyond it; "
-        f"bins: {bins['rule']}):",
+        f"{n['all']} hold-out cases: "
+        + ", ".join(f"{n[b]} {BIN_WORDS[b]}" for b in BINS)
+        + f"; bins: {bins['rule']}):",
         "",
-        "| question | comparison | Dice, all cases | Dice, inside | Dice, beyond |",
-        "|---|---|---|---|---|",
+        "| question | comparison | Dice, all cases | " + " | ".join(f"Dice, {BIN_WORDS[b]}" for b in shown) + " |",
+        "|---|---|---|" + "---|" * len(shown),
     ]
     aliases = design["aliases"]
     asked: set[tuple[str, str]] = set()
@@ -197,9 +210,7 @@ def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
         name = f"{variant} - {reference}"
         if (twin, twin_reference) != (variant, reference):
             name += f" (= {twin} - {twin_reference})"
-        cells = [
-            difference_words(_row(comparison, twin, "dice", s), twin_reference) for s in ("all", "inside", "beyond")
-        ]
+        cells = [difference_words(_row(comparison, twin, "dice", s), twin_reference) for s in ("all", *shown)]
         lines.append(f"| {question} | {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for variant, why in design.get("not_trained", {}).items():
@@ -224,19 +235,28 @@ def _plain_answer(comparison: Sequence[Mapping[str, str]], design: Mapping[str, 
     lines = []
     target = "pool" if "pool" in {r["model"] for r in comparison} and "pool" not in design["aliases"] else "real"
     variant = "pool_augmented" if target == "pool" else "augmented"
-    for subset, where in (("all", "on the whole hold-out"), ("beyond", "beyond the training data")):
+    places = (("all", "on the whole hold-out"), ("inside", "inside the real set's range"),
+              ("pool_only", "inside the generators' data only"), ("beyond", "beyond every model's data"))  # fmt: skip
+    for subset, where in places:
         row = _row(comparison, variant, "dice", subset)
-        if row is None or f"vs_{target}_ci_low" not in row:
+        if row is None:
+            continue
+        if not _compared(row, target):
+            lines.append(f"- {study.capitalize()}, {where}: {int(float(row['n_cases']))} case(s), too few to compare.")
             continue
         low, high = _float(row, f"vs_{target}_ci_low"), _float(row, f"vs_{target}_ci_high")
         interval = f"95 % CI {low:+.3f} to {high:+.3f}, p_Holm {_float(row, f'vs_{target}_p_holm'):.2g}"
         called = verdict(row, target)
+        primary = " (the primary comparison)" if subset == "all" else ""
         if called == BETTER:
-            words = f"generated pairs improve Dice {where} over `{target}` ({interval})"
+            words = f"generated pairs improve Dice {where} over `{target}`{primary} ({interval})"
         elif called == WORSE:
-            words = f"generated pairs lower Dice {where} against `{target}` ({interval})"
+            words = f"generated pairs lower Dice {where} against `{target}`{primary} ({interval})"
+        elif called == NOT_AFTER_HOLM:
+            words = (f"`{variant}` against `{target}` {where}{primary}: the interval excludes 0 but Holm's p does "
+                     f"not reach 0.05, so no difference is called ({interval})")  # fmt: skip
         else:
-            words = f"no difference {where} between `{variant}` and `{target}` is shown ({interval})"
+            words = f"no difference {where} between `{variant}` and `{target}` is shown{primary} ({interval})"
         lines.append(f"- {study.capitalize()}: {words}.")
     pool = _pool_subjects(design)
     real = {s for entry in design["ledgers"] if entry["model"] == "nnU-Net real" for s in entry["training"]}
@@ -271,12 +291,14 @@ def _reach_lines(out: Path, study: str, design: Mapping[str, Any]) -> list[str]:
     values = [quantity_ml(generated / row["label"], study) for row in accepted_rows(generated / "manifest.csv")]
     if not values:
         return []
-    edge = float(design["bins"]["edge_ml"])
-    beyond = sum(v > edge for v in values)
+    real_high = float(design["bins"]["real_range"][1])
+    edge = float(design["bins"]["data_range"][1])
+    beyond_real, beyond = sum(v > real_high for v in values), sum(v > edge for v in values)
     what = "ventricle" if study == "ventricles" else "tumour"
     return [
-        f"- Do the generated pairs reach beyond the training data? {beyond} of the {len(values)} accepted pairs have "
-        f"a {what} volume above {edge:g} mL (theirs: {min(values):.1f}-{max(values):.1f} mL).",
+        f"- Do the generated pairs reach beyond the training data? Of the {len(values)} accepted pairs "
+        f"(theirs: {min(values):.1f}-{max(values):.1f} mL of {what}), {beyond_real} lie above the real set's largest "
+        f"({real_high:g} mL) and {beyond} above the largest any model learnt from ({edge:g} mL).",
         "",
     ]
 
@@ -394,16 +416,14 @@ def variant_table(comparison: Sequence[Mapping[str, str]], metric: str, digits: 
 
 
 def bin_table(comparison: Sequence[Mapping[str, str]], metric: str = "dice") -> list[str]:
-    """Per variant and bin: mean and the differences against real and pool."""
-    lines = [
-        "| training set | inside: mean | inside: vs real | inside: vs pool "
-        "| beyond: mean | beyond: vs real | beyond: vs pool |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """Per variant and (non-empty) bin: mean and the differences against real and pool."""
+    shown = [b for b in BINS if any(r["subset"] == b for r in comparison)]
+    header = " | ".join(f"{b}: mean | {b}: vs real | {b}: vs pool" for b in shown)
+    lines = [f"| training set | {header} |", "|---|" + "---|" * (3 * len(shown))]
     models = list(dict.fromkeys(r["model"] for r in comparison))
     for model in models:
         cells = []
-        for subset in ("inside", "beyond"):
+        for subset in shown:
             row = _row(comparison, model, metric, subset)
             if row is None:
                 cells += ["-", "-", "-"]

@@ -12,9 +12,9 @@ the QC thresholds, the schedule and the variants of a scale here.
 Everything in a scale is fixed before a run. The nnU-Net schedule was chosen with
 ``scripts/learning_curve.py`` on a validation split of the real training subjects (never on the
 hold-out; README "nnU-Net on a CPU schedule"); the guidance scale and ``c`` range come from the
-mask LDM's own evaluation on its training data (its docs); the hold-out bins are a rule
-(inside / beyond the largest quantity any model's real training data holds), computed from the
-data ledgers before any segmenter trains.
+mask LDM's own evaluation on its training data (its docs); the hold-out bins are a rule (inside
+the small real set's range of the study's quantity; inside only the generators' data; beyond
+every model's data), measured from the data ledgers before any segmenter trains.
 """
 
 from __future__ import annotations

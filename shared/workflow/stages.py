@@ -18,6 +18,7 @@ segmenter trains. Bundles run through ``python -m monai.bundle run`` and nnU-Net
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -41,6 +42,7 @@ from shared.segmentation.nnunet_dataset import assemble_dataset, dataset_folder,
 from shared.segmentation.nnunet_training import TrainingSchedule
 from shared.workflow.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
 from shared.workflow.design import (
+    BINS,
     GENERATOR_STAGES,
     STUDY_GENERATORS,
     HoldoutBins,
@@ -51,7 +53,7 @@ from shared.workflow.design import (
     plan_study,
 )
 from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
-from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, write_ledger
+from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, value_range, write_ledger
 from shared.workflow.pair_qc import with_reference_icv
 from shared.workflow.settings import VARIANTS, StudySettings
 from shared.workflow.starter_weights import (
@@ -168,8 +170,10 @@ def inference_overrides(bundle: str, settings: StudySettings) -> dict[str, Any]:
     return dict(generator_recipe(bundle, settings)["overrides"])
 
 
-def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: str, recipe: dict[str, Any]) -> None:
-    """Autoencoder then diffusion of one bundle with ``recipe``, models in ``models`` (resumable).
+def train_bundle(
+    bundle: Path, models: Path, datalist: Path, device: str, what: str, recipe: dict[str, Any], seed: int = 0
+) -> None:
+    """Autoencoder then diffusion of one bundle with ``recipe`` and ``seed``, models in ``models`` (resumable).
 
     The recipe's ``continuations`` follow, in order: each resumes the diffusion training from its
     last checkpoint with its own values (more epochs, another loss weight) over the overrides.
@@ -177,6 +181,7 @@ def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: 
     overrides = {
         **recipe["overrides"],
         "datalist": str(datalist), "ckpt_dir": str(models), "tb_dir": str(models / "logs"), "device": device,
+        "seed": seed,
     }  # fmt: skip
     stage_1 = ["configs/train_autoencoder.yaml"]
     preset = f"configs/presets/{recipe['preset']}.yaml"
@@ -184,6 +189,29 @@ def train_bundle(bundle: Path, models: Path, datalist: Path, device: str, what: 
     for step, values in enumerate([{}, *recipe.get("continuations", [])]):
         name = f"{what} diffusion" + (f" (continuation {step})" if step else "")
         run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], {**overrides, **values}, name)
+
+
+#: What a generator's models folder was trained with (its recipe, seed and data), written before training.
+TRAINING_RECORD = "training.json"
+
+
+def keep_only_checkpoints_of(models: Path, training: dict[str, Any]) -> None:
+    """Let ``models`` resume only a training of exactly ``training``; anything else in it is removed first.
+
+    A folder of starter weights, of another protocol, recipe, seed or data would otherwise be
+    resumed by the bundles (they resume from the newest checkpoint of a fitting architecture).
+    """
+    record = models / TRAINING_RECORD
+    wanted = json.loads(json.dumps(training, default=str))
+    if models.exists():
+        try:
+            same = record.is_file() and read_json(record) == wanted
+        except InputError:
+            same = False
+        if not same:
+            logger.info("%s: holds another training's models; removed before training", models)
+            shutil.rmtree(models)
+    write_json(record, wanted)
 
 
 def generator_ledger_path(out: Path, bundle: str, stage: str) -> Path:
@@ -248,11 +276,11 @@ def provide_generators(
 
             def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name,
                        recipe: dict[str, Any] = recipe) -> None:  # fmt: skip
-                if (models / "starter_manifest.json").is_file():  # starter weights of an earlier run: not resumed
-                    shutil.rmtree(models)
                 real = real_datalist(out, study)  # beside it: the tumour normaliser the slice LDM reads
                 datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
-                train_bundle(folder, models, datalist, device, name, recipe)
+                training = {"recipe": recipe, "seed": settings.seed, "datalist_sha256": sha256_of(datalist)}
+                keep_only_checkpoints_of(models, training)
+                train_bundle(folder, models, datalist, device, name, recipe, settings.seed)
                 for stage_name in GENERATOR_STAGES:
                     write_ledger(
                         generator_ledger_path(out, bundle, stage_name),
@@ -260,7 +288,7 @@ def provide_generators(
                                         source="trained in this run on the real training subjects"),
                     )  # fmt: skip
 
-            runner.run(stage, {"recipe": recipe, "device": device}, action, inputs=(real_stage,))
+            runner.run(stage, {"recipe": recipe, "seed": settings.seed, "device": device}, action, inputs=(real_stage,))
         stages.append(stage)
     return stages
 
@@ -292,7 +320,29 @@ def write_pool(out: Path, study: str, plan: StudyPlan) -> Path:
     if found != wanted:
         missing = sorted(wanted - found)
         raise InputError(f"{folder}: the generators' recipes do not give their ledgers' subjects (e.g. {missing[:1]})")
+    check_pool_ranges(folder, items, plan.generators, study)
     return write_datalist(folder / "datalist.json", {"training": items})
+
+
+def check_pool_ranges(folder: Path, items: list[dict[str, Any]], ledgers: tuple[Ledger, ...], study: str) -> None:
+    """The drawn pool must be the data the generators saw: each ledger's quantity range, measured again.
+
+    Subject ids follow from a recipe's parameters alone; the range measures the drawn label maps,
+    so a demo-data generator that drifted from the one the starters were trained on is caught.
+
+    Raises:
+        InputError: a generator stage's range differs from its ledger's by more than 0.01 mL.
+    """
+    for ledger in ledgers:
+        if ledger.value_range is None:
+            continue
+        labels = [folder / item["label"] for item in items if item["subject"] in set(ledger.training)]
+        drawn = value_range(labels, study)
+        if drawn is None or max(abs(a - b) for a, b in zip(drawn, ledger.value_range)) > 0.01:
+            raise InputError(
+                f"{folder}: {ledger.model}'s data drawn again holds {drawn} mL, its ledger {ledger.value_range} mL; "
+                "the demo data differ from what the starter weights learnt from"
+            )
 
 
 # ----------------------------------------------------------------------------- nnU-Net sets and ledgers
@@ -413,7 +463,7 @@ def write_design(
     holdout_items = read_datalist(holdout_dir(out, study) / "datalist.json")
     holdout_subjects = [str(item.get("subject") or item.get("case")) for item in holdout_items]
     check_unseen(holdout_subjects, [*ledgers, *sets.values()], f"{study} hold-out")
-    bins = holdout_bins([*ledgers, *sets.values()], study)
+    bins = holdout_bins(sets["real"], [*ledgers, *sets.values()], study)
     holdout = datalist_ledger(f"{study} hold-out (never trained on)", study, holdout_dir(out, study) / "datalist.json",
                               source="hold-out subjects")  # fmt: skip
     write_json(
@@ -421,13 +471,19 @@ def write_design(
         {
             "study": study, "generators_from": settings.generators_from, "bins": bins.to_json(),
             "ledgers": [ledger.to_json() for ledger in [*ledgers, *sets.values()]], "holdout": holdout.to_json(),
-            "aliases": settings.aliases(),
+            "aliases": study_aliases(settings, study, datasets),
             "not_trained": {
                 v: "QC accepted no generated pair" for v in settings.trained_variants(study) if v not in datasets
             },
         },
     )  # fmt: skip
     return bins
+
+
+def study_aliases(settings: StudySettings, study: str, datasets: dict[str, Path]) -> dict[str, str]:
+    """The protocol's aliases among this study's variants (``pool`` = ``real`` ... when both are run)."""
+    variants = settings.study_variants(study)
+    return {a: t for a, t in settings.aliases().items() if a in variants and t in datasets}
 
 
 def fixed_settings(settings: StudySettings, study: str) -> dict[str, Any]:
@@ -454,12 +510,14 @@ def fixed_settings(settings: StudySettings, study: str) -> dict[str, Any]:
 
 def train_models(
     runner: Any, study: str, datasets: dict[str, Path], nnunet_root: Path, settings: StudySettings,
-    set_stages: dict[str, str], design_stage: str,
+    set_stages: dict[str, str],
 ) -> list[str]:  # fmt: skip
     """Stages ``nnunet_<study>_<variant>[_seed<k>]``: one model per set and seed, each writing its ledger.
 
     Seed ``k`` (0, 1, ...) trains with ``seed + k``; all of a seed's variants come first, so an
-    interrupted study has whole replicates to show. Returns the stage names.
+    interrupted study has whole replicates to show. A model is keyed on its set and schedule only:
+    the design check runs before (and stops the study when it fails), but its bins are not read
+    here. Returns the stage names.
     """
     schedule = settings.schedule(study)
     names = []
@@ -481,7 +539,7 @@ def train_models(
 
             params = {"schedule": asdict(schedule), "width": settings.nnunet_width, "seed": seed,
                       "device": settings.device}  # fmt: skip
-            runner.run(name, params, action, inputs=(set_stages[variant], design_stage))
+            runner.run(name, params, action, inputs=(set_stages[variant],))
             names.append(name)
     return names
 
@@ -527,7 +585,7 @@ def evaluate_study(
     save_bland_altman_plot(output_dir / "bland_altman.png", rows, models)
     cases = list(dict.fromkeys(str(r["case"]) for r in rows))
     bin_of_case = {str(r["case"]): r["bin"] for r in rows}
-    subsets = {"all": cases, **{b: [c for c in cases if bin_of_case[c] == b] for b in ("inside", "beyond")}}
+    subsets = {"all": cases, **{b: [c for c in cases if bin_of_case[c] == b] for b in BINS}}
     refs = tuple(r for r in references if aliases.get(r, r) in models)
     comparison = compare_variants(rows, refs, subsets, aliases)
     for alias, twin in aliases.items():  # listed as rows of their own, the same models as their twin's
@@ -541,11 +599,11 @@ def run_models_and_evaluation(
     set_stages: dict[str, str], design_stage: str,
 ) -> None:  # fmt: skip
     nnunet_root = out / "nnunet"
-    model_stages = train_models(runner, study, datasets, nnunet_root, settings, set_stages, design_stage)
-    aliases = {a: t for a, t in settings.aliases().items() if a in settings.study_variants(study) and t in datasets}
+    model_stages = train_models(runner, study, datasets, nnunet_root, settings, set_stages)
+    aliases = study_aliases(settings, study, datasets)
 
     def evaluate() -> None:
-        bins = HoldoutBins(**read_json(evaluation_dir(out, study) / "design.json")["bins"])
+        bins = HoldoutBins.from_json(read_json(evaluation_dir(out, study) / "design.json")["bins"])
         evaluate_study(datasets, nnunet_root, evaluation_dir(out, study), bins, settings.nnunet_seeds, aliases,
                        ("real", "pool"))  # fmt: skip
 
@@ -581,7 +639,11 @@ def design_stage(
     inputs: list[str],
 ) -> str:  # fmt: skip
     name = f"design_{study}"
-    params = {"bins": "inside / beyond the largest real training quantity", "generators_from": settings.generators_from}
+    params = {
+        "check": "no hold-out subject in any ledger",
+        "bins": "inside the real set's range / inside the generators' data only / beyond all",
+        "generators_from": settings.generators_from,
+    }
     runner.run(name, params, lambda: write_design(out, study, settings, plan, datasets), inputs=tuple(inputs))
     return name
 

@@ -15,9 +15,10 @@ scores differently, so an interval over cases alone overstates what a study show
 - The seed-to-seed SD of a variant: the sample SD of its per-seed means over the cases.
 
 With one seed the hierarchical bootstrap is the ordinary case bootstrap, and no seed variance
-is estimated. With few seeds (3) the seed draw is coarse and still underestimates the seed
-variance slightly (the bootstrap's ``(n - 1) / n``); intervals are at least as wide as the case
-bootstrap's, usually wider (a test checks this on a table with known seed variance).
+is estimated. With few seeds the seed draw is coarse: 3 seeds give 10 distinct draws, and the
+bootstrap's seed variance is ``(n - 1) / n`` of the sample's, a third too small with 3 seeds, so
+intervals still understate the seeds' part. They are at least as wide as the case bootstrap's,
+usually wider (a test checks this on a table with known seed variance).
 """
 
 from __future__ import annotations
