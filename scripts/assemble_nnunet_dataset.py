@@ -19,8 +19,8 @@ and affine); cases are written by ``--num_workers`` processes.
 
 from __future__ import annotations
 
+from shared.cli.runner import run_cli
 from shared.segmentation.nnunet_dataset import assemble_dataset, assemble_variants
-from shared.workflow.cli import run_cli
 
 if __name__ == "__main__":
     run_cli({"variants": assemble_variants, "dataset": assemble_dataset})

@@ -43,8 +43,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.bounds import Count, Positive
+from shared.cli.runner import run_cli
 from shared.io import InputError
-from shared.workflow.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -101,9 +102,9 @@ def one(
     precision: str = "fp32",
     channels_last: bool = False,
     compile: bool = False,
-    steps: int | None = None,
-    runs: int = 3,
-    warmup: int = 1,
+    steps: Positive | None = None,
+    runs: Positive = 3,
+    warmup: Count = 1,
     device: str = "cpu",
     models: str | None = None,
     output: str | None = None,
@@ -187,9 +188,9 @@ def run(
     bundles: str | Sequence[str] = "all",
     sizes: str | Sequence[str] = "demo",
     variants: str | Sequence[str] = "fp32,fast",
-    runs: int = 3,
-    warmup: int = 1,
-    steps: int | None = None,
+    runs: Positive = 3,
+    warmup: Count = 1,
+    steps: Positive | None = None,
     device: str = "cpu",
     demo_models: str | None = None,
     output_dir: str = "benchmarks/results",
@@ -243,8 +244,8 @@ def run(
 def solvers(
     bundles: str | Sequence[str] = "all",
     size: str = "paper",
-    runs: int = 1,
-    warmup: int = 1,
+    runs: Positive = 1,
+    warmup: Count = 1,
     device: str = "cpu",
     output_dir: str = "benchmarks/results",
 ) -> str:
@@ -290,11 +291,11 @@ def solvers(
 
 def assembly(
     kinds: str | Sequence[str] = "brains,tumours",
-    cases: int = 16,
-    shape: Sequence[int] | None = None,
-    runs: int = 3,
-    workers: int = 2,
-    seed: int = 0,
+    cases: Positive = 16,
+    shape: Sequence[Positive] | None = None,
+    runs: Positive = 3,
+    workers: Positive = 2,
+    seed: Count = 0,
     output_dir: str = "benchmarks/results",
 ) -> str:
     """nnU-Net set assembly against a bare nibabel load + save loop over the same files; writes ``assembly.md``.

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.cli.runner import run_cli
 from shared.io import InputError, read_json
-from shared.workflow.cli import run_cli
 from shared.workflow.report import DEMO_THRESHOLDS, check_demo_figures
 
 

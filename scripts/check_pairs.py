@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from shared.bounds import PositiveFloat
+from shared.cli.runner import run_cli
 from shared.io import InputError
-from shared.workflow.cli import run_cli
 from shared.workflow.pair_qc import ACCEPTED, KINDS, VentricleQC, check_manifest, qc_settings, rejection_counts
 
 
@@ -36,7 +37,7 @@ def check_pairs(
     folder: str,
     output: str | None = None,
     reference_labels: str | None = None,
-    icv_tolerance: Sequence[float] = VentricleQC.icv_tolerance,
+    icv_tolerance: Sequence[PositiveFloat] = VentricleQC.icv_tolerance,
     **tolerances: Any,
 ) -> dict[str, int]:
     """QC every pair of ``folder/manifest.csv``; returns the rejection counts by reason.
@@ -54,7 +55,7 @@ def check_pairs(
     if reference_labels is not None:
         if kind != "ventricles":
             raise InputError("--reference_labels: only for ventricle pairs")
-        from shared.segmentation.metrics import label_volumes_ml
+        from shared.evaluation.segmentation_metrics import label_volumes_ml
 
         median = float(np.median(label_volumes_ml(reference_labels)))
         low, high = (float(f) for f in icv_tolerance)

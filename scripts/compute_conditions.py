@@ -1,4 +1,4 @@
-"""Conditioning tables (SPEC section 1) for any FreeSurfer/SynthSeg label maps or tumour masks.
+"""Conditioning tables (docs/method.md, section 1) for any FreeSurfer/SynthSeg label maps or tumour masks.
 
 Usage::
 
@@ -15,8 +15,8 @@ Inputs: ``.nii``, ``.nii.gz`` or ``.mgz``; from a datalist the ``--key`` field (
 
 from __future__ import annotations
 
+from shared.cli.runner import run_cli
 from shared.conditioning.tables import write_tumour_table, write_ventricle_table
-from shared.workflow.cli import run_cli
 
 if __name__ == "__main__":
     run_cli({"ventricles": write_ventricle_table, "tumours": write_tumour_table})

@@ -20,8 +20,8 @@ and, with ``--training``, ``training_volumes.png``. Bad input stops with one lin
 
 from __future__ import annotations
 
-from shared.segmentation.metrics import evaluate_segmentation
-from shared.workflow.cli import run_cli
+from shared.cli.runner import run_cli
+from shared.evaluation.segmentation_metrics import evaluate_segmentation
 
 if __name__ == "__main__":
     run_cli(evaluate_segmentation, name="evaluate_segmentation")

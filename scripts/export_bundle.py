@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shared.cli.runner import run_cli
+from shared.export.bundle_export import export_bundle
 from shared.io import InputError
-from shared.workflow.bundle_export import export_bundle
-from shared.workflow.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ("ventricle_mask_ldm", "spade_mri_ldm", "slice_based_ldm_brats")

@@ -14,8 +14,8 @@ infer task reads (``network_def``, ``preprocessing``, ``inferer``, ``postprocess
 
 from __future__ import annotations
 
-from shared.workflow.cli import run_cli
-from shared.workflow.segmenter_export import export_segmenter
+from shared.cli.runner import run_cli
+from shared.export.segmenter_export import export_segmenter
 
 
 def main(model_folder: str, output: str, fold: str = "all", checkpoint: str = "checkpoint_final.pth") -> str:

@@ -19,8 +19,8 @@ import functools
 import inspect
 from pathlib import Path
 
+from shared.cli.runner import run_cli
 from shared.workflow.chaining import generate_pairs
-from shared.workflow.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ Images are scaled by their 0.5 / 99.5 percentiles to [0, 1] first, as in trainin
 
 from __future__ import annotations
 
-from shared.workflow.cli import run_cli
-from shared.workflow.fidelity import write_fidelity_report
+from shared.cli.runner import run_cli
+from shared.evaluation.fidelity import write_fidelity_report
 
 if __name__ == "__main__":
     run_cli(write_fidelity_report, name="image_fidelity")

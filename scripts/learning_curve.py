@@ -13,7 +13,7 @@ on the held-back cases. The main command's nnU-Net schedules (``SCALES``) were c
 
 from __future__ import annotations
 
-from shared.workflow.cli import run_cli
+from shared.cli.runner import run_cli
 from shared.workflow.learning_curve import learning_curve
 
 if __name__ == "__main__":

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.bounds import Count, Positive, PositiveFloat
+from shared.cli.runner import run_cli
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
-from shared.workflow.cli import run_cli
 
 
 def all_datasets(
     output_dir: str,
-    n_brains: int = 20,
-    n_tumours: int = 20,
-    shape: tuple[int, int, int] = (64, 64, 64),
-    spacing: float | tuple[float, float, float] | None = None,
-    seed: int = 0,
+    n_brains: Count = 20,
+    n_tumours: Count = 20,
+    shape: tuple[Positive, Positive, Positive] = (64, 64, 64),
+    spacing: PositiveFloat | tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None,
+    seed: Count = 0,
 ) -> dict[str, str]:
     """Both demo datasets under ``output_dir/brains`` and ``output_dir/tumours``; returns their datalists.
 

@@ -28,10 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shared.cli.runner import run_cli
+from shared.export.starter_weights import STARTER_FOLDER, write_starter_weights
 from shared.io import InputError
-from shared.workflow.cli import run_cli
-from shared.workflow.starter_ledger_cli import BUNDLE_STUDIES, record_ledger
-from shared.workflow.starter_weights import STARTER_FOLDER, write_starter_weights
+from shared.workflow.starter_ledgers import BUNDLE_STUDIES, record_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,11 @@ import torch
 from monai.bundle import ConfigParser
 
 from shared.benchmarks.networks import bundle_networks
-from shared.workflow.cli import run_cli
+from shared.bounds import Positive
+from shared.cli.runner import run_cli
+
+#: A grid ``X, Y, Z`` (each at least 1 voxel).
+Shape = tuple[Positive, Positive, Positive]
 
 
 def _count(network: torch.nn.Module) -> int:
@@ -40,7 +44,7 @@ def _paper_size_networks(bundle_name: str, ids: dict[str, str], device: str) -> 
     return networks, parser
 
 
-def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
+def ventricle_mask_ldm(shape: Shape = (96, 112, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the mask LDM at paper size.
 
     Args:
@@ -72,7 +76,7 @@ def ventricle_mask_ldm(shape: tuple[int, int, int] = (96, 112, 96), forward: boo
     return report
 
 
-def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
+def spade_mri_ldm(shape: Shape = (96, 128, 96), forward: bool = True, device: str = "cpu") -> dict:
     """Parameter counts (and one timed forward pass each, batch 1) of the SPADE LDM at paper size.
 
     Args:
@@ -104,7 +108,10 @@ def spade_mri_ldm(shape: tuple[int, int, int] = (96, 128, 96), forward: bool = T
 
 
 def slice_based_ldm_brats(
-    shape: tuple[int, int, int] = (192, 192, 96), forward: bool = True, device: str = "cpu", chunk_size: int = 8
+    shape: Shape = (192, 192, 96),
+    forward: bool = True,
+    device: str = "cpu",
+    chunk_size: Positive = 8,
 ) -> dict:
     """Parameter counts against the paper's 159 M, then one DDIM step and the chunked slice decode of one volume.
 

@@ -1,4 +1,4 @@
-"""FLAIR + whole-tumour pairs on the working grid for ``slice_based_ldm_brats`` (SPEC section 4).
+"""FLAIR + whole-tumour pairs on the working grid for ``slice_based_ldm_brats`` (docs/method.md, section 4).
 
 Usage (from the project root)::
 
@@ -14,8 +14,8 @@ and ``tumours_normaliser.json`` (fitted on the training split), ``dataset.json``
 
 from __future__ import annotations
 
+from shared.cli.runner import run_cli
 from shared.tumour_preprocessing import prepare_tumour_dataset
-from shared.workflow.cli import run_cli
 
 if __name__ == "__main__":
     run_cli(prepare_tumour_dataset, name="prepare_tumour_data")

@@ -12,8 +12,8 @@ hold-out check. The recipes of the shipped starters: README, "Starter weights".
 
 from __future__ import annotations
 
-from shared.workflow.cli import run_cli
-from shared.workflow.starter_ledger_cli import record_ledger
+from shared.cli.runner import run_cli
+from shared.workflow.starter_ledgers import record_ledger
 
 if __name__ == "__main__":
     run_cli(record_ledger, name="record_starter_ledger")

@@ -15,7 +15,7 @@ sets) -> ``report.md`` with tables and plots. ``--help`` lists every option.
 
 from __future__ import annotations
 
-from shared.workflow.cli import run_cli
+from shared.cli.runner import run_cli
 from shared.workflow.pipeline import run_demo_pipeline
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ See the README, "Fewer sampling steps", for the commands that make the real data
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.benchmarks.solver_quality import BUNDLES, STEP_GRID, run_study
-from shared.workflow.cli import run_cli
+from shared.bounds import Positive
+from shared.cli.runner import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +28,9 @@ def main(
     brains_datalist: str,
     tumours_datalist: str,
     bundles: tuple[str, ...] = BUNDLES,
-    steps: tuple[int, ...] = STEP_GRID,
-    mask_samples: int = 24,
-    tumour_samples: int = 12,
+    steps: Sequence[Positive] = STEP_GRID,
+    mask_samples: Positive = 24,
+    tumour_samples: Positive = 12,
     device: str = "cpu",
 ) -> str:
     """Generate every solver x steps setting with the bundles' starter weights and score it against DDIM 250.

@@ -19,8 +19,8 @@ prediction folders.
 
 from __future__ import annotations
 
+from shared.cli.runner import run_cli
 from shared.segmentation.nnunet_training import train_segmentation
-from shared.workflow.cli import run_cli
 
 if __name__ == "__main__":
     run_cli(train_segmentation)

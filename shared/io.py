@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import uuid
@@ -273,6 +274,15 @@ def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -52,7 +52,7 @@ SYNTHSEG_CLASSES: Final[dict[int, str]] = {
 #: Label ids in class-index order.
 SYNTHSEG_LABEL_IDS: Final[tuple[int, ...]] = tuple(SYNTHSEG_CLASSES)
 
-#: Ventricular system (SPEC section 1): lateral (4, 43), inferior lateral (5, 44), 3rd (14), 4th (15).
+#: Ventricular system (docs/method.md, section 1): lateral (4, 43), inferior lateral (5, 44), 3rd (14), 4th (15).
 VENTRICLE_LABEL_IDS: Final[tuple[int, ...]] = (4, 43, 5, 44, 14, 15)
 
 #: Cerebrospinal fluid outside the ventricles.
@@ -67,7 +67,7 @@ def ventricle_mask(label_map: np.ndarray) -> np.ndarray:
 
 
 def intracranial_mask(label_map: np.ndarray) -> np.ndarray:
-    """Boolean mask of every non-background voxel (the ICV of SPEC section 1)."""
+    """Boolean mask of every non-background voxel (the ICV of docs/method.md, section 1)."""
     return label_map != BACKGROUND_LABEL_ID
 
 

@@ -17,7 +17,7 @@ class LabelAutoencoderLoss(torch.nn.Module):
     """``DiceCE(logits, labels) + kl_weight * KL`` for an ``AutoencoderKL`` that reconstructs label maps.
 
     Args:
-        kl_weight: weight of the KL term (SPEC: 1e-6).
+        kl_weight: weight of the KL term (docs/method.md: 1e-6).
         lambda_dice: weight of the Dice term (0 gives plain cross-entropy).
         lambda_ce: weight of the cross-entropy term.
 
@@ -38,12 +38,12 @@ class LabelAutoencoderLoss(torch.nn.Module):
 class SliceVAELoss(torch.nn.Module):
     """``L1 + ssim_weight * (1 - SSIM) + perceptual_weight * perceptual + kl_weight * KL`` for the slice VAE.
 
-    The SBLDM first-stage loss (SPEC section 4). Slices are ``[image, mask]`` in ``[-1, 1]``;
+    The SBLDM first-stage loss (docs/method.md, section 4). Slices are ``[image, mask]`` in ``[-1, 1]``;
     SSIM is computed over both channels with ``data_range=2``. The perceptual term (on the image
     channel only, as the authors do) is optional: pass a loss built from local weights.
 
     Args:
-        kl_weight: weight of the KL term (SPEC: 1e-6).
+        kl_weight: weight of the KL term (docs/method.md: 1e-6).
         ssim_weight: weight of ``1 - SSIM``.
         perceptual_loss: optional ``loss(recon_image, image)`` on ``(B, 1, H, W)``.
         perceptual_weight: its weight.

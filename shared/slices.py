@@ -1,4 +1,4 @@
-"""Axial slices of ``[image, mask]`` volumes as a 2D training set for the slice VAE (SPEC section 4).
+"""Axial slices of ``[image, mask]`` volumes as a 2D training set for the slice VAE (docs/method.md, section 4).
 
 Each item of the volume dataset holds ``image`` ``(2, H, W, D)`` (FLAIR and mask in
 ``[-1, 1]``); :class:`SliceDataset` exposes every axial slice ``[..., k]`` as an item

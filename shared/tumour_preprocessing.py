@@ -1,4 +1,4 @@
-"""Preparing FLAIR + tumour-mask pairs for the slice-based LDM (SPEC section 4).
+"""Preparing FLAIR + tumour-mask pairs for the slice-based LDM (docs/method.md, section 4).
 
 Sources:
 
@@ -14,7 +14,7 @@ fraction at 0.5), the whole tumour taken as ``seg > 0``, and the image min-max s
 volume to ``[-1, 1]`` (the authors' scaling). The output folder holds ``images/``, ``labels/``
 (mask 0/1), a datalist whose items carry the case's normalised tumour vector under
 ``condition``, and the condition table ``tumours.csv`` with ``tumours_normaliser.json`` (volume
-and area maxima of the training split, SPEC section 1).
+and area maxima of the training split, docs/method.md, section 1).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from shared.bounds import Fraction, Positive
 from shared.conditioning.features import TUMOUR_FEATURE_NAMES
 from shared.conditioning.tables import (
     TUMOUR_COLUMNS,
@@ -151,8 +152,8 @@ def preprocess_case(
 def prepare_tumour_dataset(
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
-    shape: Sequence[int] = PAPER_SHAPE,
-    validation_fraction: float = 0.1,
+    shape: Sequence[Positive] = PAPER_SHAPE,
+    validation_fraction: Fraction = 0.1,
 ) -> Path:
     """Preprocess every case of ``source`` into ``output_dir`` and write datalist and condition table.
 

@@ -19,22 +19,22 @@ import pytest
 
 from conftest import BARE_ENV, ROOT, run_script
 from shared.demo.dataset import write_brain_dataset
-from shared.io import InputError, read_json
-from shared.workflow.bundle_export import bake_values, export_bundle, read_recipe
-from shared.workflow.runtime_code import (
+from shared.export.bundle_export import bake_values, export_bundle, read_recipe
+from shared.export.runtime_code import (
     PACKAGE_DIR,
     bundle_config_files,
     imported_modules,
     is_project_module,
     runtime_modules,
 )
+from shared.io import InputError, read_json
 
 BUNDLES = ("ventricle_mask_ldm", "spade_mri_ldm", "slice_based_ldm_brats")
 SCHEMA = ROOT.parent / "shared" / "model-zoo" / "meta_schema_20240725.json"
 
 
 def test_run_time_modules_never_import_project_code():
-    """Every module outside demo/, segmentation/, workflow/ and benchmarks/ imports none of them."""
+    """Every run-time module (outside the project subpackages of ``PROJECT_SUBPACKAGES``) imports none of them."""
     offenders = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         module = ".".join(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts).removesuffix(".__init__")

@@ -1,4 +1,4 @@
-"""Conditioning quantities (SPEC section 1) against analytic values."""
+"""Conditioning quantities (docs/method.md, section 1) against analytic values."""
 
 from __future__ import annotations
 

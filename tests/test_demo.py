@@ -186,7 +186,7 @@ def test_stage_runner_forgets_a_stage_while_it_reruns(tmp_path):
 
 
 def test_ctrl_c_in_a_command_prints_one_line_and_exits_130(capsys):
-    from shared.workflow.cli import run_cli
+    from shared.cli.runner import run_cli
 
     def interrupted() -> None:
         raise KeyboardInterrupt

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script, save_nifti
+from shared.evaluation.fidelity import percentiles_to_unit, tissue_means
 from shared.io import read_csv, write_csv, write_datalist
-from shared.workflow.fidelity import percentiles_to_unit, tissue_means
 
 
 def brain(wm: float, ventricles: float) -> tuple[np.ndarray, np.ndarray]:

@@ -138,8 +138,8 @@ CASES = [
     Case("dict-flag-given-a-number", "export_bundle.py",
          ["ventricle_mask_ldm", "{tmp}/m", "{tmp}/o.zip", "--overrides", "5"],
          "error: --overrides: '5' is not a dict", absent=["o.zip"]),
-    Case("unknown-sampler", "generate_pairs.py", ["{tmp}/g", "--sampler", "dpm"],
-         "error: sampler: expected one of", absent=["g"]),
+    Case("unknown-sampler", "generate_pairs.py", ["{tmp}/g", "--mask_sampler", "dpm"],
+         "error: --mask_sampler: expected one of", absent=["g"]),
     Case("one-word-list-is-one-item", "benchmark.py",
          ["run", "--bundles", "ventricle", "--output_dir", "{tmp}/b"],
          "error: --bundles: unknown ventricle; expected some of", absent=["b"]),
@@ -261,7 +261,7 @@ def test_bad_input(case: Case, data, tmp_path, capsys):
 
 def _components() -> dict[str, object]:
     """``{script: component}`` of every command-line script (their ``run_cli`` argument)."""
-    import shared.workflow.cli as cli
+    import shared.cli.runner as cli
 
     found: dict[str, object] = {}
     real = cli.run_cli
@@ -279,7 +279,7 @@ def _components() -> dict[str, object]:
 def test_help_describes_every_flag_of_every_command_with_its_default(capsys):
     import inspect
 
-    from shared.workflow.command_help import parameter_descriptions
+    from shared.cli.command_help import parameter_descriptions
 
     components = _components()
     assert len(components) >= 15, sorted(components)
@@ -302,6 +302,37 @@ def test_help_describes_every_flag_of_every_command_with_its_default(capsys):
                 assert " ".join(words[parameter.name].split())[-30:] in " ".join(out.split()), where
 
 
+def test_every_numeric_flag_declares_its_bound_beside_it_and_help_shows_it(capsys):
+    """No int or float flag of any command is unbounded: its ``Annotated`` range sits in its signature."""
+    import inspect
+
+    from shared.bounds import ranges_in
+    from shared.cli.arguments import signature_hints, type_name
+
+    unbounded, checked = [], 0
+    for script, component in _components().items():
+        commands = component.items() if isinstance(component, dict) else [(None, component)]
+        for command, function in commands:
+            _, hints = signature_hints(function)
+            numeric = [
+                p.name
+                for p in inspect.signature(function).parameters.values()
+                if p.name in hints and re.search(r"\b(int|float)\b", type_name(hints[p.name]))
+            ]
+            if not numeric:
+                continue
+            _, out, _ = run_in_process(script, [*([command] if command else []), "--help"], capsys)
+            for name in numeric:
+                limits = [limit.describe() for limit in ranges_in(hints[name])]
+                checked += 1
+                if not limits:
+                    unbounded.append(f"{script} {command or ''} --{name}")
+                    continue
+                entry = re.search(rf"^  --{name}  \((.*)\)$", out, re.M)
+                assert entry and limits[0] in entry.group(1), f"{script} --{name}: {limits[0]} not in --help"
+    assert unbounded == [] and checked >= 70
+
+
 def test_a_tool_of_several_commands_lists_them_and_exits_2_without_one(capsys):
     code, _, err = run_in_process("assemble_nnunet_dataset.py", [], capsys)
     assert code == 2 and "variants" in err and "dataset" in err
@@ -311,7 +342,7 @@ def test_a_tool_of_several_commands_lists_them_and_exits_2_without_one(capsys):
 
 
 def test_internal_error_is_one_line_with_exit_1_and_a_traceback_under_verbose(capsys):
-    from shared.workflow.cli import run_cli
+    from shared.cli.runner import run_cli
 
     def broken(value: int = 1) -> None:
         """Fails.
@@ -334,7 +365,7 @@ def test_internal_error_is_one_line_with_exit_1_and_a_traceback_under_verbose(ca
 
 
 def test_a_one_word_list_is_a_one_item_list_and_a_word_keeps_its_zeros():
-    from shared.workflow.arguments import bind_arguments
+    from shared.cli.arguments import bind_arguments
 
     def command(variants: Sequence[str] = ("a", "b"), labels: Sequence[int] = (1,), case: str = "x") -> None:
         """Nothing."""

@@ -180,8 +180,8 @@ def test_one_and_two_gloo_ranks_write_byte_identical_files(tmp_path, monkeypatch
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     refused = run_script("generate_pairs.py", "--output_dir", str(tmp_path / "x"), "--nproc_per_node", "0")
     assert refused.returncode == 2 and "error: --nproc_per_node: 0 is out of range, expected >= 1" in refused.stderr
-    refused = run_script("generate_pairs.py", "--output_dir", str(tmp_path / "x"), "--sampler", "euler")
-    assert refused.returncode == 2 and "sampler: expected one of ddpm, ddim, pndm, dpm_solver" in refused.stderr
+    refused = run_script("generate_pairs.py", "--output_dir", str(tmp_path / "x"), "--image_sampler", "euler")
+    assert refused.returncode == 2 and "--image_sampler: expected one of ddpm, ddim, pndm, dpm_solver" in refused.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -1,4 +1,4 @@
-"""The slice VAE, its slice-stacking 3D view and the tumour-conditioned UNet (SPEC section 4)."""
+"""The slice VAE, its slice-stacking 3D view and the tumour-conditioned UNet (docs/method.md, section 4)."""
 
 import pytest
 import torch

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script, save_nifti
-from shared.io import InputError, read_csv, write_datalist
-from shared.segmentation.metrics import (
+from shared.evaluation.segmentation_metrics import (
     SUMMARY_COLUMNS,
     dice,
     evaluate_case,
@@ -21,6 +20,7 @@ from shared.segmentation.metrics import (
     summarise,
     volume_ml,
 )
+from shared.io import InputError, read_csv, write_datalist
 
 #: 2 mm isotropic voxels: 8 mm^3 = 0.008 mL each.
 AFFINE_2MM = np.diag([2.0, 2.0, 2.0, 1.0])

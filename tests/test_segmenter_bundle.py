@@ -25,9 +25,9 @@ import pytest
 
 from conftest import BARE_ENV, ROOT, run_script
 from shared.demo.dataset import write_brain_dataset
+from shared.export.segmenter_export import export_segmenter
 from shared.io import InputError, read_json
 from shared.segmentation.nnunet_dataset import assemble_dataset
-from shared.workflow.segmenter_export import export_segmenter
 
 SCHEMA = ROOT.parent / "shared" / "model-zoo" / "meta_schema_20240725.json"
 

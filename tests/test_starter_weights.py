@@ -9,14 +9,9 @@ import pytest
 import torch
 
 from conftest import run_script
-from shared.io import InputError
+from shared.export.starter_weights import install_starter_weights, verify_starter_weights, write_starter_weights
+from shared.io import InputError, sha256_of
 from shared.workflow.report import DEMO_THRESHOLDS, check_demo_figures
-from shared.workflow.starter_weights import (
-    install_starter_weights,
-    sha256_of,
-    verify_starter_weights,
-    write_starter_weights,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ("ventricle_mask_ldm", "spade_mri_ldm", "slice_based_ldm_brats")
@@ -63,7 +58,7 @@ def test_tampered_or_missing_file_is_refused_and_nothing_is_installed(models, tm
 
 
 def test_oversized_weights_are_refused(models, tmp_path, monkeypatch):
-    monkeypatch.setattr("shared.workflow.starter_weights.MAX_FILE_BYTES", 100)
+    monkeypatch.setattr("shared.export.starter_weights.MAX_FILE_BYTES", 100)
     with pytest.raises(InputError, match="over the 10 MB starter limit"):
         write_starter_weights(models, tmp_path / "starter", "b", ["model.pt"], "demo")
     assert not (tmp_path / "starter").exists() and not list(tmp_path.glob(".starter*"))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import save_nifti
+from shared.evaluation.study_statistics import compare_variants
 from shared.io import write_csv
 from shared.workflow.report import answer_lines, generator_figures, generator_lines
 from shared.workflow.settings import resolve_settings
-from shared.workflow.study_statistics import compare_variants
 
 AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
 

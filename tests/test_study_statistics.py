@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.io import InputError
-from shared.workflow.study_statistics import (
+from shared.evaluation.study_statistics import (
     BETTER,
     NOT_AFTER_HOLM,
     NOT_SHOWN,
@@ -20,6 +19,7 @@ from shared.workflow.study_statistics import (
     seed_sd,
     verdict,
 )
+from shared.io import InputError
 
 
 def _toy(seed_offsets: list[float], n_cases: int = 24, case_sd: float = 0.05, noise: float = 0.005) -> np.ndarray:

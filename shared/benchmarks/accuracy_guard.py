@@ -3,7 +3,7 @@ once by eager fp32 and once by the fast path, compared file by file.
 
 Images are compared by PSNR (MONAI ``PSNRMetric``; data range given by the caller, e.g. 2 for
 FLAIR in ``[-1, 1]`` or 1 for SPADE images in ``[0, 1]``), masks and label maps by the mean Dice
-of the classes present in the reference (:func:`shared.segmentation.metrics.dice` per class).
+of the classes present in the reference (:func:`shared.evaluation.segmentation_metrics.dice` per class).
 Issue 7's tolerance: PSNR >= 35 dB, Dice >= 0.98.
 """
 
@@ -15,11 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.evaluation.segmentation_metrics import dice
 from shared.io import InputError, load_image
-from shared.segmentation.metrics import dice
-
-PSNR_TARGET_DB = 35.0
-DICE_TARGET = 0.98
 
 
 def image_psnr(reference: np.ndarray, candidate: np.ndarray, data_range: float) -> float:

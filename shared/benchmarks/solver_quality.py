@@ -110,21 +110,25 @@ def load_bundle_job(bundle_dir: Path, bundle: str, num_samples: int, label_maps:
     from monai.bundle import ConfigParser
 
     from shared.checkpoints import load_weights
+    from shared.export.starter_weights import STARTER_FOLDER, read_starter_manifest
 
-    preset = "demo" if bundle == "slice_based_ldm_brats" else "science"
+    recipe = read_starter_manifest(bundle_dir / STARTER_FOLDER)  # the starter's preset and values (guidance ...)
     parser = ConfigParser()
-    parser.read_config([str(bundle_dir / "configs/inference.yaml"), str(bundle_dir / f"configs/presets/{preset}.yaml")])
+    parser.read_config(
+        [str(bundle_dir / "configs/inference.yaml"), str(bundle_dir / f"configs/presets/{recipe['preset']}.yaml")]
+    )
     overrides: dict[str, Any] = {
+        **recipe.get("overrides", {}),
         "bundle_root": str(bundle_dir),
-        "ckpt_dir": str(bundle_dir / "starter"),
+        "ckpt_dir": str(bundle_dir / STARTER_FOLDER),
         "device": f"$torch.device('{device}')",
     }
     if bundle == "ventricle_mask_ldm":
         overrides.update(num_samples=num_samples, conditions={"range": [0.0, 1.0]}, batch_size=num_samples)
     elif bundle == "spade_mri_ldm":
-        overrides.update(diffusion_spade_hidden=16, label_maps=str(label_maps))
+        overrides.update(label_maps=str(label_maps))
     else:
-        overrides.update(num_samples=num_samples, guidance_scale=3.0, batch_size=num_samples)
+        overrides.update(num_samples=num_samples, batch_size=num_samples)
     for key, value in overrides.items():
         parser[key] = value
     for network, path in (("autoencoder", "autoencoder_path"), ("diffusion", "diffusion_path")):
@@ -178,7 +182,7 @@ def mask_scores(folder: Path, reference: Path | None) -> dict[str, np.ndarray]:
 
 def spade_scores(folder: Path, reference: Path | None, real_images: dict[str, Path]) -> dict[str, np.ndarray]:
     """Per-sample columns of a SPADE output: PSNR / SSIM to the real image, tissue-mean error, PSNR to the reference."""
-    from shared.workflow.fidelity import percentiles_to_unit, tissue_means
+    from shared.evaluation.fidelity import percentiles_to_unit, tissue_means
 
     columns: dict[str, list[float]] = {"psnr_real": [], "ssim_real": [], "tissue_error": [], "psnr_to_reference": []}
     for row in read_csv(folder / "manifest.csv"):

@@ -1,4 +1,4 @@
-"""Conditioning quantities of both papers (SPEC section 1), computed exactly.
+"""Conditioning quantities of both papers (docs/method.md, section 1), computed exactly.
 
 Ventricles (paper 000): ventricle volume and intracranial volume (ICV) in mL from the
 affine's voxel volume, their ratio, and the min-max normaliser that maps the ratio to the
@@ -186,11 +186,6 @@ def _tumour_mesh(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple
     field = smooth if smooth.max() > 0.5 else raw
     vertices, faces, _, _ = marching_cubes(field, level=0.5, spacing=tuple(float(s) for s in spacing))
     return vertices, faces
-
-
-def tumour_surface_area(mask: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
-    """Surface area of a non-empty binary ``(X, Y, Z)`` mask from a marching-cubes mesh (units of ``spacing``^2)."""
-    return float(mesh_surface_area(*_tumour_mesh(mask, spacing)))
 
 
 def _enclosed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

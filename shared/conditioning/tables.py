@@ -79,7 +79,7 @@ def add_condition_c(rows: Sequence[dict[str, Any]], normaliser: MinMaxNormaliser
 def measure_tumour_rows(files: Sequence[Path]) -> list[dict[str, Any]]:
     """Raw tumour features of every mask (voxels ``> 0`` are tumour).
 
-    Volume and surface area are in voxel units of each mask's own grid (SPEC section 1:
+    Volume and surface area are in voxel units of each mask's own grid (docs/method.md, section 1:
     features on the working grid); ``volume_ml`` is added for reading. Centre and bounding
     box are taken on the RAS-reoriented grid (x: left -> right, y: posterior -> anterior,
     z: inferior -> superior) whatever the file's orientation. Empty masks give the

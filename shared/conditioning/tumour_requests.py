@@ -1,7 +1,7 @@
 """Tumour condition vectors for the slice-based LDM: saved with the model, requested at sampling.
 
 Training saves ``training_conditions.json`` beside the model: the training set's normalised
-9-vectors (SPEC section 1 order) and the feature normaliser (volume and area maxima).
+9-vectors (docs/method.md, section 1 order) and the feature normaliser (volume and area maxima).
 A sampling request (config value ``conditions``) is one of:
 
 - one vector of 9 numbers (used for every sample) or a list of such vectors;

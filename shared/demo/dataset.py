@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from shared.bounds import Count, Fraction, Positive, PositiveFloat
 from shared.demo.anatomy import (
     APPEARANCE_PART,
     DEFAULT_ENLARGEMENT_RANGE,
@@ -138,13 +139,13 @@ def _write_dataset(
 
 def write_brain_dataset(
     output_dir: str | os.PathLike,
-    n_cases: int = 20,
-    shape: Sequence[int] = (64, 64, 64),
-    spacing: Sequence[float] | float | None = None,
-    seed: int = 0,
-    enlargement_range: Sequence[float] = DEFAULT_ENLARGEMENT_RANGE,
-    validation_fraction: float = 0.2,
-    first_index: int = 0,
+    n_cases: Count = 20,
+    shape: Sequence[Positive] = (64, 64, 64),
+    spacing: Sequence[PositiveFloat] | PositiveFloat | None = None,
+    seed: Count = 0,
+    enlargement_range: Sequence[PositiveFloat] = DEFAULT_ENLARGEMENT_RANGE,
+    validation_fraction: Fraction = 0.2,
+    first_index: Count = 0,
 ) -> Path:
     """Write ``n_cases`` brain label maps with FLAIR-like images; returns the datalist path.
 
@@ -188,14 +189,14 @@ def write_brain_dataset(
 
 def write_tumour_dataset(
     output_dir: str | os.PathLike,
-    n_cases: int = 20,
-    shape: Sequence[int] = (64, 64, 64),
-    spacing: Sequence[float] | float | None = None,
-    seed: int = 0,
-    radius_range_mm: Sequence[float] = DEFAULT_RADIUS_RANGE_MM,
-    centre_fraction: Sequence[float] | None = None,
-    validation_fraction: float = 0.2,
-    first_index: int = 0,
+    n_cases: Count = 20,
+    shape: Sequence[Positive] = (64, 64, 64),
+    spacing: Sequence[PositiveFloat] | PositiveFloat | None = None,
+    seed: Count = 0,
+    radius_range_mm: Sequence[PositiveFloat] = DEFAULT_RADIUS_RANGE_MM,
+    centre_fraction: Sequence[Fraction] | None = None,
+    validation_fraction: Fraction = 0.2,
+    first_index: Count = 0,
 ) -> Path:
     """Write ``n_cases`` tumour cases (FLAIR-like image + binary whole-tumour mask); returns the datalist path.
 

@@ -1,4 +1,7 @@
-"""Ignite engine pieces MONAI lacks: conditional latent-diffusion batches (and, later, the VAE-GAN step)."""
+"""Ignite engine pieces MONAI lacks: conditional latent-diffusion batches for MONAI's ``SupervisedTrainer``
+(``diffusion``), the VAE-GAN trainer of the SPADE autoencoder (``vae_gan``), reconstruction batches
+of the autoencoders (``reconstruction``), and one-shot jobs (inference, evaluation, preparation) run
+as Ignite engines from named arguments (``job``)."""
 
 from shared import lazy_submodules
 

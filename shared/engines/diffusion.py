@@ -2,7 +2,7 @@
 (mask LDM), with the segmentation a SPADE diffusion model receives at every step, or with a
 tumour feature vector (slice-based LDM).
 
-Classifier-free guidance (SPEC section 2) trains one network both conditionally and
+Classifier-free guidance (docs/method.md, section 2) trains one network both conditionally and
 unconditionally: the cross-attention context is ``[c, 1]`` for a conditioned sample and
 the null context ``[0, 0]`` for a dropped one (probability ``p_uncond``). At sampling
 time :mod:`shared.sampling.guidance` combines the two predictions.

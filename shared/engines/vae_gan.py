@@ -68,11 +68,11 @@ class VaeGanTrainer(Trainer):
         g_optimizer: optimiser of the autoencoder.
         discriminator: e.g. ``monai.networks.nets.PatchDiscriminator`` (list output, logits last).
         d_optimizer: optimiser of the discriminator.
-        kl_weight: weight of the KL term (SPEC: 1e-6).
-        adv_weight: weight of the adversarial terms (SPEC: 0.005-0.01); 0 disables the GAN.
+        kl_weight: weight of the KL term (docs/method.md: 1e-6).
+        adv_weight: weight of the adversarial terms (docs/method.md: 0.005-0.01); 0 disables the GAN.
         warmup_epochs: epochs of reconstruction-only training before the GAN terms start.
         perceptual_loss: optional ``loss(recon, image)``, e.g. ``monai.losses.PerceptualLoss``.
-        perceptual_weight: its weight (SPEC: 0.001).
+        perceptual_weight: its weight (docs/method.md: 0.001).
         image_key: batch key of the images.
         seg_key: batch key of the one-hot segmentation passed to the autoencoder, or ``None``.
         train_handlers: Ignite/MONAI handlers (``StatsHandler``, ``CheckpointSaver``, ...).

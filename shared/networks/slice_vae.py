@@ -1,4 +1,4 @@
-"""The 2D slice VAE of SBLDM (SPEC section 4): image and mask of one axial slice, jointly.
+"""The 2D slice VAE of SBLDM (docs/method.md, section 4): image and mask of one axial slice, jointly.
 
 A MONAI ``AutoencoderKL`` (2D, ``[image, mask]`` = 2 channels in and out) whose residual
 blocks can also receive the slice's depth: the slice index ``i`` goes through a sinusoidal
@@ -112,10 +112,6 @@ class SliceVAE(AutoencoderKL):
         """Reconstruction ``(B, 2, H, W)`` from a posterior sample, with ``z_mu`` and ``z_sigma``."""
         z_mu, z_sigma = self.encode(x, positions)
         return self.decode(self.sampling(z_mu, z_sigma), positions), z_mu, z_sigma
-
-    def reconstruct(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode of the posterior mean."""
-        return self.decode(self.encode(x, positions)[0], positions)
 
     def encode_stage_2_inputs(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior mean ``(B, C, h, w)``: the latent a slice contributes to the stacked volume."""

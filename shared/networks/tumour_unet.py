@@ -1,4 +1,4 @@
-"""The tumour-conditioned 3D diffusion UNet of SBLDM (SPEC section 4).
+"""The tumour-conditioned 3D diffusion UNet of SBLDM (docs/method.md, section 4).
 
 A MONAI ``DiffusionModelUNet`` (3D, no attention) that also receives the tumour feature
 vector ``c`` ``(B, 9)``: an MLP ``tau`` (9 -> 256 -> 512, SiLU) embeds it, and the embedding is

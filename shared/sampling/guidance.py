@@ -1,4 +1,4 @@
-"""Latent sampling loops, with classifier-free guidance (SPEC section 2) or plainly conditional.
+"""Latent sampling loops, with classifier-free guidance (docs/method.md, section 2) or plainly conditional.
 
 At every step the conditional and unconditional predictions come from **one doubled
 batch** and are combined as ``eps = eps_u + G * (eps_c - eps_u)``: ``G = 0`` is

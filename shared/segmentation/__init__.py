@@ -1,4 +1,4 @@
-"""Project code for nnU-Net: set assembly, training, classical augmentation, domain randomisation, metrics."""
+"""Project code for nnU-Net: set assembly, training and prediction, classical augmentation, domain randomisation."""
 
 from shared import lazy_submodules
 

@@ -1,4 +1,4 @@
-"""nnU-Net v2 raw datasets from real and synthetic image/label pairs (SPEC section 5).
+"""nnU-Net v2 raw datasets from real and synthetic image/label pairs (docs/method.md, section 5).
 
 A dataset is assembled in one of three variants:
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.bounds import Count, DatasetId, NonNegative
 from shared.io import (
     InputError,
     item_subject,
@@ -256,17 +257,15 @@ def dataset_id_of(folder: str | os.PathLike) -> int:
     return int(Path(folder).name[len("Dataset") : len("Dataset") + 3])
 
 
+def variant_name(name: str, variant: str) -> str:
+    """The dataset name of one variant: ``name`` + the variant in CamelCase (``DemoVentricles`` + ``pool_augmented``
+    -> ``DemoVentriclesPoolAugmented``). The one naming rule of variant sets, here and in the studies."""
+    return name + "".join(part.capitalize() for part in variant.split("_"))
+
+
 def variant_datasets(dataset_id: int, name: str, variants: Sequence[str] = VARIANTS) -> dict[str, tuple[int, str]]:
-    """``{variant: (id, name)}`` of :func:`assemble_variants`: consecutive ids, names ``<name><Variant>``."""
-    return {v: (int(dataset_id) + i, f"{name}{v.capitalize()}") for i, v in enumerate(variants)}
-
-
-def variant_folders(
-    nnunet_raw: str | os.PathLike, dataset_id: int, name: str, variants: Sequence[str] = VARIANTS
-) -> dict[str, Path]:
-    """``{variant: folder}`` that :func:`assemble_variants` writes."""
-    datasets = variant_datasets(dataset_id, name, variants)
-    return {variant: dataset_folder(nnunet_raw, *id_and_name) for variant, id_and_name in datasets.items()}
+    """``{variant: (id, name)}`` of :func:`assemble_variants`: consecutive ids, names :func:`variant_name`."""
+    return {v: (int(dataset_id) + i, variant_name(name, v)) for i, v in enumerate(variants)}
 
 
 def existing_dataset_folders(nnunet_raw: Path, dataset_id: int) -> list[Path]:
@@ -289,19 +288,19 @@ def dataset_json(mapping: Mapping[str, Any], channel_name: str, num_training: in
 
 def assemble_dataset(
     variant: str,
-    dataset_id: int,
+    dataset_id: DatasetId,
     name: str,
     real: str | os.PathLike | None = None,
     synthetic: str | os.PathLike | None = None,
     test: str | os.PathLike | None = None,
-    ratio: float = 1.0,
-    n_synthetic: int | None = None,
+    ratio: NonNegative = 1.0,
+    n_synthetic: Count | None = None,
     labels: str | Mapping[str, Sequence[int] | None] = "binary",
     channel_name: str = "FLAIR",
     nnunet_raw: str | os.PathLike | None = None,
     real_sections: Sequence[str] | None = None,
     overwrite: bool = False,
-    num_workers: int = 2,
+    num_workers: Count = 2,
     progress: bool = True,
 ) -> Path:
     """Write ``<nnunet_raw>/Dataset<id>_<name>``; returns its folder.
@@ -500,7 +499,7 @@ def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: 
 
 
 def assemble_variants(
-    dataset_id: int,
+    dataset_id: DatasetId,
     name: str,
     real: str | os.PathLike,
     synthetic: str | os.PathLike,

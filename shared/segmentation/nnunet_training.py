@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.io import InputError, list_volumes, read_json, write_json
+from shared.bounds import Count, DatasetId, Positive, PositiveFloat, check_fields
+from shared.io import InputError, list_volumes, read_json, sha256_of, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +77,17 @@ class TrainingSchedule:
             ``None`` leaves them alone (nnU-Net's behaviour).
     """
 
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations_per_epoch: int = 50
-    initial_lr: float = 1e-2
+    epochs: Positive = 1000
+    iterations_per_epoch: Positive = 250
+    val_iterations_per_epoch: Positive = 50
+    initial_lr: PositiveFloat = 1e-2
     optimizer: str = "sgd"
-    seed: int | None = None
+    seed: Count | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"--optimizer: unknown '{self.optimizer}', expected one of {', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "iterations_per_epoch"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"--{name}: must be at least 1, got {getattr(self, name)}")
-        if not float(self.initial_lr) > 0:
-            raise InputError(f"--initial_lr: must be positive, got {self.initial_lr}")
+        check_fields(self)
 
 
 # Measured on the demo's real ventricle set (20 brains at 32^3, quarter width, 2-core CPU): hold-out
@@ -266,8 +263,6 @@ PREDICTION_RECORD = ".prediction_settings.json"
 
 def _file_stamp(path: Path) -> str:
     """sha256 of a file (``"absent"`` when there is none)."""
-    from shared.workflow.starter_weights import sha256_of
-
     return sha256_of(path) if path.is_file() else "absent"
 
 
@@ -371,21 +366,21 @@ def predict(
 
 
 def train_segmentation(
-    dataset_id: int,
+    dataset_id: DatasetId,
     nnunet_root: str | os.PathLike | None = None,
     configuration: str = "3d_fullres",
-    fold: int | str = "all",
-    epochs: int = 1000,
-    iterations_per_epoch: int = 250,
-    val_iterations_per_epoch: int = 50,
-    initial_lr: float = 1e-2,
+    fold: Count | str = "all",
+    epochs: Positive = 1000,
+    iterations_per_epoch: Positive = 250,
+    val_iterations_per_epoch: Positive = 50,
+    initial_lr: PositiveFloat = 1e-2,
     optimizer: str = "sgd",
-    seed: int | None = None,
-    width_factor: float = 1.0,
+    seed: Count | None = None,
+    width_factor: PositiveFloat = 1.0,
     device: str = "cpu",
     predict_test: bool = True,
-    num_processes: int = 2,
-    augmentation_processes: int | None = None,
+    num_processes: Positive = 2,
+    augmentation_processes: Count | None = None,
 ) -> dict[str, Any]:
     """Plan + preprocess, train and (if the dataset has ``imagesTs``) predict its hold-out.
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.bounds import Count, NonNegative, Positive
 from shared.io import InputError, read_csv
 from shared.processes import die_with_parent
 
@@ -151,20 +152,21 @@ class ParentRun:
 
 def generate_pairs(
     output_dir: str | os.PathLike,
-    num_samples: int = 8,
+    num_samples: Count = 8,
     conditions: Any = None,
-    guidance_scale: float = 4.0,
-    mask_steps: int = 25,
-    image_steps: int = 50,
-    seed: int = 0,
+    guidance_scale: NonNegative | None = None,
+    mask_sampler: str = "ddim",
+    mask_steps: Positive = 25,
+    image_sampler: str = "ddim",
+    image_steps: Positive = 50,
+    seed: Count = 0,
     preset: str | None = None,
     mask_bundle: str | os.PathLike = MASK_BUNDLE,
     spade_bundle: str | os.PathLike = SPADE_BUNDLE,
     mask_overrides: Mapping[str, Any] | None = None,
     spade_overrides: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
-    sampler: str = "ddim",
-    nproc_per_node: int = 1,
+    nproc_per_node: Positive = 1,
 ) -> Path:
     """N labelled pairs with a requested ventricle-size distribution, in one folder.
 
@@ -179,9 +181,14 @@ def generate_pairs(
         conditions: ``c`` requests in the mask bundle's syntax: a list, ``{"range": [lo, hi]}``,
             ``{"uniform": [lo, hi]}``, ``{"histogram": {...}}`` or ``{"volumes_ml": [...], "icv_ml": N}``;
             default: evenly spaced in [0, 1].
-        guidance_scale: classifier-free guidance G of the mask model.
-        mask_steps: DDIM steps of the mask model.
-        image_steps: DDIM steps of the image model.
+        guidance_scale: classifier-free guidance G of the mask model; default: its ``inference.yaml``'s
+            (the paper's 4).
+        mask_sampler: the mask model's solver: ``ddim`` (the paper), ``dpm_solver``, ``pndm`` or ``ddpm``
+            (the README's "Fewer sampling steps" has the measured quality per step count; DPM-Solver++ 5
+            holds the paper's quality).
+        mask_steps: sampling steps of the mask model.
+        image_sampler: the image model's solver, the same choices (DPM-Solver++ 15 holds the paper's quality).
+        image_steps: sampling steps of the image model.
         seed: sample ``i`` uses seed ``seed + i`` in both models.
         preset: a preset name of both bundles (e.g. ``demo`` for ``configs/presets/demo.yaml``).
         mask_bundle: the mask bundle's folder (trained weights in its ``models/``).
@@ -191,8 +198,6 @@ def generate_pairs(
         tracking_uri: an MLflow tracking URI (``http://127.0.0.1:5000``, ``sqlite:///mlruns.db``):
             one parent run with this command's settings and the pair manifest, and both bundle
             runs (``--tracking mlflow``) nested under it; default: no tracking.
-        sampler: the solver of both models: ``ddim`` (the paper), ``dpm_solver``, ``pndm`` or ``ddpm``
-            (the README's "Fewer sampling steps" has the measured quality per step count).
         nproc_per_node: processes per stage; above 1 each bundle runs under ``torchrun`` with its
             ``multi_gpu_inference.yaml`` (one GPU per process with CUDA, gloo on CPUs). The files do
             not depend on this number; a stage killed mid-way keeps its finished samples on a rerun.
@@ -202,8 +207,9 @@ def generate_pairs(
     """
     from shared.sampling.schedulers import SAMPLERS
 
-    if sampler not in SAMPLERS:
-        raise InputError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    for flag, sampler in (("mask_sampler", mask_sampler), ("image_sampler", image_sampler)):
+        if sampler not in SAMPLERS:
+            raise InputError(f"--{flag}: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if not isinstance(nproc_per_node, int) or isinstance(nproc_per_node, bool) or nproc_per_node < 1:
         raise InputError(f"nproc_per_node: expected an integer >= 1, got {nproc_per_node!r}")
     output_dir = Path(output_dir).resolve()
@@ -218,16 +224,18 @@ def generate_pairs(
     presets = [] if preset is None else [f"configs/presets/{preset}.yaml"]
     label_maps = output_dir / "label_maps"
     mask_settings: dict[str, Any] = {
-        "num_samples": num_samples, "guidance_scale": guidance_scale, "num_inference_steps": mask_steps,
-        "seed": seed, "output_dir": str(label_maps), "sampler": sampler,
+        "num_samples": num_samples, "num_inference_steps": mask_steps, "seed": seed, "output_dir": str(label_maps),
+        "sampler": mask_sampler,
     }  # fmt: skip
     if conditions is not None:
         mask_settings["conditions"] = conditions
+    if guidance_scale is not None:
+        mask_settings["guidance_scale"] = guidance_scale
     settings = {"num_samples": num_samples, "conditions": conditions, "guidance_scale": guidance_scale,
-                "mask_steps": mask_steps, "image_steps": image_steps, "seed": seed, "preset": preset,
-                "sampler": sampler}  # fmt: skip
+                "mask_sampler": mask_sampler, "mask_steps": mask_steps, "image_sampler": image_sampler,
+                "image_steps": image_steps, "seed": seed, "preset": preset}  # fmt: skip
     spade_settings = {"label_maps": str(label_maps), "num_inference_steps": image_steps, "seed": seed,
-                      "output_dir": str(output_dir), "sampler": sampler}  # fmt: skip
+                      "output_dir": str(output_dir), "sampler": image_sampler}  # fmt: skip
     mask_values = {**mask_settings, **(mask_overrides or {})}
     spade_values = {**spade_settings, **(spade_overrides or {})}
     if tracking_uri is None:

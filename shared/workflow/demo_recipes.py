@@ -12,7 +12,7 @@ data again (byte-identical) for the ``pool`` control.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,6 @@ class DemoRecipe:
     def params(self) -> dict[str, Any]:
         """JSON-friendly fields (stage parameters, manifests)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def with_seed(self, seed: int) -> DemoRecipe:
-        return replace(self, seed=int(seed))
 
     @property
     def prefix(self) -> str:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.export.starter_weights import STARTER_FOLDER
 from shared.workflow.demo_recipes import DemoRecipe, parts_subjects
 from shared.workflow.ledger import Ledger
 from shared.workflow.settings import VARIANTS, StudySettings
-from shared.workflow.starter_weights import STARTER_FOLDER, read_starter_ledgers
+from shared.workflow.starter_ledgers import read_starter_ledgers
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.bounds import Positive
 from shared.io import InputError, atomic_path, item_subject, read_datalist, write_csv, write_datalist, write_json
 from shared.workflow.demo_recipes import parts_subjects
 from shared.workflow.settings import STUDIES, StudySettings, resolve_settings
@@ -67,8 +68,8 @@ def learning_curve(
     study: str,
     output_dir: str | os.PathLike = "outputs/learning_curve",
     scale: str = "study",
-    iterations: Sequence[int] = (100, 200, 300, 400, 600),
-    validation_subjects: int = 5,
+    iterations: Sequence[Positive] = (100, 200, 300, 400, 600),
+    validation_subjects: Positive = 5,
     device: str = "cpu",
 ) -> Path:
     """Hold-out-free learning curve of the study's nnU-Net; returns ``learning_curve.md``.
@@ -84,7 +85,7 @@ def learning_curve(
     Writes ``split.json`` (training and validation subjects), ``learning_curve.csv`` (per
     schedule: mean, SD, min of the validation Dice), ``learning_curve.md`` and ``learning_curve.png``.
     """
-    from shared.segmentation.metrics import evaluate_models
+    from shared.evaluation.segmentation_metrics import evaluate_models
     from shared.segmentation.nnunet_dataset import assemble_dataset, dataset_id_of
     from shared.workflow.stages import prediction_folder, train_nnunet
 

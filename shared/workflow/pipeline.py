@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shared.bounds import Count, Positive, PositiveFloat
 from shared.conditioning.tables import TUMOURS, VENTRICLES
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
 from shared.demo.grid import make_grid
@@ -158,21 +159,21 @@ def run_demo_pipeline(
     output_dir: str | os.PathLike | None = None,
     scale: str = "demo",
     generators_from: str | None = None,
-    n_brains: int | None = None,
-    n_tumours: int | None = None,
-    shape: Sequence[int] | None = None,
-    spacing: Sequence[float] | float | None = None,
-    tumour_shape: Sequence[int] | None = None,
-    seed: int | None = None,
+    n_brains: Count | None = None,
+    n_tumours: Count | None = None,
+    shape: Sequence[Positive] | None = None,
+    spacing: Sequence[PositiveFloat] | PositiveFloat | None = None,
+    tumour_shape: Sequence[Positive] | None = None,
+    seed: Count | None = None,
     branches: str | Sequence[str] = STUDIES,
-    n_generated: int | None = None,
-    sampling_steps: int | None = None,
-    qc_rounds: int | None = None,
-    nnunet_epochs: int | None = None,
-    nnunet_iterations: int | None = None,
-    nnunet_seeds: int | None = None,
+    n_generated: Positive | None = None,
+    samplers: Mapping[str, Sequence[Any]] | None = None,
+    qc_rounds: Positive | None = None,
+    nnunet_epochs: Positive | None = None,
+    nnunet_iterations: Positive | None = None,
+    nnunet_seeds: Positive | None = None,
     nnunet_optimizer: str | None = None,
-    nnunet_lr: float | None = None,
+    nnunet_lr: PositiveFloat | None = None,
     device: str | None = None,
     force: bool = False,
 ) -> Path:
@@ -211,7 +212,10 @@ def run_demo_pipeline(
             hold-outs use seed + 1000: other subjects).
         branches: studies to run, comma separated: ``ventricles``, ``tumours``; ``none`` for the data only.
         n_generated: synthetic pairs per study that pass QC (scale: 16; 40 = 2x the real cases).
-        sampling_steps: DDIM steps of every generator (scale: 10).
+        samplers: ``(sampler, steps)`` of some generators over the scale's: ``mask`` (the mask LDM),
+            ``image`` (the SPADE LDM), ``tumour`` (the slice LDM); e.g. ``"{'mask': ['dpm_solver', 5],
+            'image': ['dpm_solver', 15]}"`` (the README's "Fewer sampling steps": both hold the papers'
+            quality). Samplers: ``ddim``, ``dpm_solver``, ``pndm``, ``ddpm``. Scale: DDIM 10 for each.
         qc_rounds: generation rounds at most; each regenerates the pairs QC rejected (scale: 3).
         nnunet_epochs: nnU-Net epochs per model, one value for both studies (scale: 16 x 25 = 400
             iterations, past the knee of the learning curve on a validation split of the real
@@ -230,7 +234,7 @@ def run_demo_pipeline(
     settings = resolve_settings(
         scale, generators_from=generators_from, n_brains=n_brains, n_tumours=n_tumours, shape=shape,
         spacing=spacing, tumour_shape=tumour_shape, seed=seed, n_generated=n_generated,
-        sampling_steps=sampling_steps, qc_rounds=qc_rounds, nnunet_epochs=nnunet_epochs,
+        samplers=samplers, qc_rounds=qc_rounds, nnunet_epochs=nnunet_epochs,
         nnunet_iterations=nnunet_iterations, nnunet_seeds=nnunet_seeds, nnunet_optimizer=nnunet_optimizer,
         nnunet_lr=nnunet_lr, device=device,
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """The main command's report: ``report.md`` (the answer first) and ``figures.json`` (what CI checks).
 
 The answer is read from each study's ``comparison.csv`` (hierarchical bootstrap over seeds and
-cases, Holm-adjusted p; :mod:`shared.workflow.study_statistics`) and says a variant differs
+cases, Holm-adjusted p; :mod:`shared.evaluation.study_statistics`) and says a variant differs
 from another only when the 95 % interval of the difference excludes 0. Each study's section
 holds its data ledger (which subjects every model learnt from), the settings fixed before the
 run, one row per variant (mean, seed SD, interval, differences against ``real`` and ``pool``),
@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from shared.evaluation.study_statistics import BETTER, MIN_CASES, NOT_AFTER_HOLM, WORSE, verdict
 from shared.io import atomic_path, read_csv, read_datalist, read_json, write_json
 from shared.workflow.design import BIN_WORDS, BINS
 from shared.workflow.generation_rounds import accepted_rows
 from shared.workflow.ledger import Ledger, ledger_table
 from shared.workflow.settings import StudySettings
 from shared.workflow.stages import evaluation_dir, fixed_settings
-from shared.workflow.study_statistics import BETTER, MIN_CASES, NOT_AFTER_HOLM, WORSE, verdict
 
 TITLES = {
     "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
@@ -88,7 +88,7 @@ def generator_figures(out: Path, study: str) -> dict[str, Any]:
     figures: dict[str, Any] = {"qc": qc}
     for name, group in groups.items():
         if study == "ventricles":
-            from shared.segmentation.metrics import label_volumes_ml
+            from shared.evaluation.segmentation_metrics import label_volumes_ml
 
             real_icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
             c = [float(r["requested_c"]) for r in group]

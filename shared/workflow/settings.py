@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.bounds import Count, NonNegative, Positive, PositiveFloat, check_fields
 from shared.io import InputError
 from shared.segmentation.nnunet_training import TrainingSchedule
 from shared.workflow.demo_recipes import DemoRecipe
@@ -72,7 +73,10 @@ _DEMO: dict[str, Any] = {
     "ventricle_holdout": ((8, 3.0, 6.0),),
     "tumour_holdout": ((8, None, None),),
     # generated pairs
-    "n_generated": 16, "generated_c": (0.0, 1.0), "guidance_scale": 2.0, "sampling_steps": 10, "qc_rounds": 3,
+    "n_generated": 16, "generated_c": (0.0, 1.0), "guidance_scale": 2.0, "qc_rounds": 3,
+    # (sampler, steps) of each generator: mask LDM, SPADE LDM (image), slice LDM (tumour); README "Fewer
+    # sampling steps" has the quality per solver and step count
+    "samplers": {"mask": ("ddim", 10), "image": ("ddim", 10), "tumour": ("ddim", 10)},
     "ventricle_qc": {}, "tumour_qc": {},  # overrides of pair_qc's VentricleQC / TumourQC defaults
     # nnU-Net: AdamW, epochs x 25 iterations per study (scripts/learning_curve.py on a validation split of
     # the real subjects; README "nnU-Net on a CPU schedule"); --nnunet_epochs N sets both studies
@@ -119,6 +123,30 @@ SCALES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+#: The generators whose solver a study chooses (``samplers`` of :data:`SCALES`).
+SAMPLED_GENERATORS = ("mask", "image", "tumour")
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """One generator's solver and its number of steps.
+
+    Attributes:
+        sampler: ``ddim``, ``dpm_solver``, ``pndm`` or ``ddpm`` (``shared.sampling.schedulers.SAMPLERS``).
+        steps: sampling steps (network evaluations per sample, twice that with guidance).
+    """
+
+    sampler: str
+    steps: Positive
+
+    def __post_init__(self) -> None:
+        from shared.sampling.schedulers import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"samplers: unknown sampler {self.sampler!r}, expected one of {', '.join(SAMPLERS)}")
+        check_fields(self)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How the generated pairs of a study are asked for and checked.
@@ -128,21 +156,18 @@ class GenerationSettings:
         generated_c: ``c`` range of the ventricle requests, in each mask LDM's own normalised units
             (0-1 spans its training data; above 1: larger ventricles than it saw).
         guidance_scale: classifier-free guidance of the mask LDM.
-        sampling_steps: DDIM steps of every generator.
+        samplers: ``{"mask" | "image" | "tumour": SamplerChoice}``, the solver of each generator.
         qc_rounds: generation rounds at most; each regenerates the pairs QC rejected.
     """
 
-    n_generated: int
+    n_generated: Positive
     generated_c: tuple[float, float]
-    guidance_scale: float
-    sampling_steps: int
-    qc_rounds: int
+    guidance_scale: NonNegative
+    samplers: Mapping[str, SamplerChoice]
+    qc_rounds: Positive
 
     def __post_init__(self) -> None:
-        for name in ("n_generated", "sampling_steps", "qc_rounds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"--{name}: an integer >= 1, got {value!r}")
+        check_fields(self)
         low, high = self.generated_c
         if not low <= high:
             raise InputError(f"generated_c: need low <= high, got {self.generated_c}")
@@ -172,7 +197,7 @@ class StudySettings:
     """
 
     scale: str
-    seed: int
+    seed: Count
     generators_from: str
     brains: DemoRecipe
     tumours: DemoRecipe
@@ -182,11 +207,11 @@ class StudySettings:
     ventricle_qc: VentricleQC
     tumour_qc: TumourQC
     schedules: Mapping[str, TrainingSchedule]
-    nnunet_width: float
-    nnunet_seeds: int
+    nnunet_width: PositiveFloat
+    nnunet_seeds: Positive
     variants: Mapping[str, tuple[str, ...]]
-    domain_randomisation_copies: int
-    classical_copies: int
+    domain_randomisation_copies: Positive
+    classical_copies: Positive
     scarce_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
 
@@ -195,17 +220,12 @@ class StudySettings:
             raise InputError(
                 f"--generators_from {self.generators_from!r}: expected one of {', '.join(GENERATORS_FROM)}"
             )
-        if isinstance(self.nnunet_seeds, bool) or not isinstance(self.nnunet_seeds, int) or self.nnunet_seeds < 1:
-            raise InputError(f"--nnunet_seeds: an integer >= 1, got {self.nnunet_seeds!r}")
+        check_fields(self)
         for study, variants in self.variants.items():
             allowed = STUDY_VARIANTS[study]
             unknown = [v for v in variants if v not in allowed]
             if unknown or "real" not in variants:
                 raise InputError(f"{study} variants {list(variants)}: need 'real' and some of {', '.join(allowed)}")
-        for name in ("domain_randomisation_copies", "classical_copies"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}: an integer >= 1, got {value!r}")
 
     def study_variants(self, study: str) -> tuple[str, ...]:
         return tuple(self.variants[study])
@@ -242,6 +262,27 @@ def _shape(value: Any, name: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise InputError(f"--{name}: three whole numbers, got {value!r}")
     return shape  # type: ignore[return-value]
+
+
+def _samplers(scale: Mapping[str, Any], given: Any) -> dict[str, SamplerChoice]:
+    """The scale's ``(sampler, steps)`` per generator with those of ``--samplers`` over them."""
+    if not isinstance(given, Mapping):
+        raise InputError(f"--samplers: a dict such as \"{{'mask': ['dpm_solver', 5]}}\", got {given!r}")
+    unknown = [k for k in given if k not in SAMPLED_GENERATORS]
+    if unknown:
+        raise InputError(
+            f"--samplers: unknown generator {unknown[0]!r}, expected some of {', '.join(SAMPLED_GENERATORS)}"
+        )
+    choices = {}
+    for generator in SAMPLED_GENERATORS:
+        value = given.get(generator, scale[generator])
+        if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+            raise InputError(f"--samplers: {generator}: [sampler, steps], got {value!r}")
+        sampler, steps = value
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise InputError(f"--samplers: {generator}: steps must be a whole number, got {steps!r}")
+        choices[generator] = SamplerChoice(str(sampler), steps)
+    return choices
 
 
 def _holdout_parts(
@@ -302,7 +343,8 @@ def resolve_settings(scale: str = "demo", **flags: Any) -> StudySettings:
         tumour_holdout=_holdout_parts(values["tumour_holdout"], "tumours", tumour_shape, None, holdout_seed, working),
         generation=GenerationSettings(
             int(values["n_generated"]), _pair(values["generated_c"], "generated_c"),
-            float(values["guidance_scale"]), int(values["sampling_steps"]), int(values["qc_rounds"]),
+            float(values["guidance_scale"]), _samplers(SCALES[scale]["samplers"], values["samplers"]),
+            int(values["qc_rounds"]),
         ),
         ventricle_qc=qc_settings("ventricles", **dict(values["ventricle_qc"])),  # type: ignore[arg-type]
         tumour_qc=qc_settings("tumours", **dict(values["tumour_qc"])),  # type: ignore[arg-type]

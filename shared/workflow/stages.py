@@ -28,17 +28,25 @@ from typing import Any
 
 import numpy as np
 
+from shared.export.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 from shared.io import (
     InputError,
     read_csv,
     read_datalist,
     read_grid_reference,
     read_json,
+    sha256_of,
     write_csv,
     write_datalist,
     write_json,
 )
-from shared.segmentation.nnunet_dataset import assemble_dataset, dataset_folder, dataset_id_of, read_pair_sources
+from shared.segmentation.nnunet_dataset import (
+    assemble_dataset,
+    dataset_folder,
+    dataset_id_of,
+    read_pair_sources,
+    variant_name,
+)
 from shared.segmentation.nnunet_training import TrainingSchedule
 from shared.workflow.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
 from shared.workflow.design import (
@@ -56,13 +64,7 @@ from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
 from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, value_range, write_ledger
 from shared.workflow.pair_qc import with_reference_icv
 from shared.workflow.settings import VARIANTS, StudySettings
-from shared.workflow.starter_weights import (
-    STARTER_FOLDER,
-    install_starter_weights,
-    read_starter_ledgers,
-    read_starter_manifest,
-    sha256_of,
-)
+from shared.workflow.starter_ledgers import read_starter_ledgers
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +117,7 @@ def evaluation_dir(out: Path, study: str) -> Path:
 def variant_dataset_folders(nnunet_raw: Path, base_id: int, name: str, variants: tuple[str, ...]) -> dict[str, Path]:
     """``{variant: Dataset<id>_<name><Variant>}``; ids follow :data:`VARIANTS`' order, so they never move."""
     order = list(VARIANTS)
-    camel = {v: "".join(part.capitalize() for part in v.split("_")) for v in variants}
-    return {v: dataset_folder(nnunet_raw, base_id + order.index(v), f"{name}{camel[v]}") for v in variants}
+    return {v: dataset_folder(nnunet_raw, base_id + order.index(v), variant_name(name, v)) for v in variants}
 
 
 def results_folder(nnunet_root: Path, replicate: int) -> Path:
@@ -494,7 +495,8 @@ def fixed_settings(settings: StudySettings, study: str) -> dict[str, Any]:
         "variants": list(settings.study_variants(study)), "nnunet_seeds": settings.nnunet_seeds,
         "nnunet_schedule": f"{schedule.optimizer}, {schedule.epochs} x {schedule.iterations_per_epoch} iterations, "
                            f"lr {schedule.initial_lr:g}, width {settings.nnunet_width:g}",
-        "n_generated": settings.generation.n_generated, "sampling_steps": settings.generation.sampling_steps,
+        "n_generated": settings.generation.n_generated,
+        "samplers": {k: f"{v.sampler} {v.steps}" for k, v in settings.generation.samplers.items()},
         "qc_rounds": settings.generation.qc_rounds,
         "holdout": [f"{part.n_cases} cases" + (f", {part.low:g}-{part.high:g}" if part.low is not None else "")
                     for part in settings.holdout(study)],
@@ -553,15 +555,21 @@ def evaluate_study(
     Each seed's models are evaluated on their own (the first seed in ``output_dir``, the others in
     ``output_dir/seed_<k>``). Then, for all seeds together: ``per_case.csv`` (with ``seed`` and
     ``bin``), ``summary.csv`` / ``summary.md`` (mean +- SD over seeds and cases, all cases and
-    per bin), ``comparison.csv`` (:func:`shared.workflow.study_statistics.compare_variants`:
+    per bin), ``comparison.csv`` (:func:`shared.evaluation.study_statistics.compare_variants`:
     hierarchical intervals, differences against ``references`` with Holm-adjusted p, per bin),
     ``errors.png``, ``bland_altman.png`` and ``training_volumes.png``. ``aliases``: variants whose
     models are another's (the real protocol's ``pool`` is ``real``).
     """
+    from shared.evaluation.segmentation_metrics import (
+        CASE_COLUMNS,
+        evaluate_models,
+        label_volumes_ml,
+        summarise,
+        summary_markdown,
+    )
+    from shared.evaluation.study_statistics import compare_variants
     from shared.io import atomic_path
-    from shared.segmentation.metrics import CASE_COLUMNS, evaluate_models, label_volumes_ml, summarise, summary_markdown
     from shared.viz import save_bland_altman_plot, save_error_plot
-    from shared.workflow.study_statistics import compare_variants
 
     truth = next(iter(datasets.values())) / "labelsTs"
     training_volumes = {variant: label_volumes_ml(folder / "labelsTr") for variant, folder in datasets.items()}
@@ -676,15 +684,16 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None
         device = settings.device
         mask_values = {**inference_overrides("ventricle_mask_ldm", settings), "ckpt_dir": str(mask), "device": device}
         spade_values = {**inference_overrides("spade_mri_ldm", settings), "ckpt_dir": str(spade), "device": device}
+        mask_solver, image_solver = generation.samplers["mask"], generation.samplers["image"]
         return generate_pairs(
-            folder, count, conditions, generation.guidance_scale,
-            mask_steps=generation.sampling_steps, image_steps=generation.sampling_steps, seed=seed,
+            folder, count, conditions, generation.guidance_scale, mask_sampler=mask_solver.sampler,
+            mask_steps=mask_solver.steps, image_sampler=image_solver.sampler, image_steps=image_solver.steps, seed=seed,
             preset=generator_recipe("ventricle_mask_ldm", settings)["preset"],
             mask_overrides=mask_values, spade_overrides=spade_values,
         )  # fmt: skip
 
     def generate() -> None:
-        from shared.segmentation.metrics import label_volumes_ml
+        from shared.evaluation.segmentation_metrics import label_volumes_ml
 
         icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
         qc = with_reference_icv(settings.ventricle_qc, icv)
@@ -693,7 +702,10 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None
 
     runner.run(
         "generate_ventricle_pairs",
-        {"generation": asdict(generation), "qc": asdict(settings.ventricle_qc), "seed": settings.seed,
+        {"generation": {"n_generated": generation.n_generated, "generated_c": list(generation.generated_c),
+                        "guidance_scale": generation.guidance_scale, "qc_rounds": generation.qc_rounds,
+                        "samplers": {k: asdict(generation.samplers[k]) for k in ("mask", "image")}},
+         "qc": asdict(settings.ventricle_qc), "seed": settings.seed,
          "device": settings.device},
         generate, inputs=("demo_brains", *generator_stages),
     )  # fmt: skip
@@ -759,15 +771,15 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> None:
         run_bundle(
             SBLDM_BUNDLE, ["configs/inference.yaml", f"configs/presets/{recipe['preset']}.yaml"],
             {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
-             "output_dir": str(folder), "num_samples": count, "num_inference_steps": generation.sampling_steps,
-             "seed": seed, "device": settings.device},
+             "output_dir": str(folder), "num_samples": count, "sampler": generation.samplers["tumour"].sampler,
+             "num_inference_steps": generation.samplers["tumour"].steps, "seed": seed, "device": settings.device},
             "tumour pairs (slice_based_ldm_brats)",
         )  # fmt: skip
         return folder / "manifest.csv"
 
     runner.run(
         "generate_tumour_pairs",
-        {"n_generated": generation.n_generated, "sampling_steps": generation.sampling_steps,
+        {"n_generated": generation.n_generated, "sampler": asdict(generation.samplers["tumour"]),
          "qc_rounds": generation.qc_rounds, "qc": asdict(settings.tumour_qc), "seed": settings.seed,
          "device": settings.device},
         lambda: generate_with_qc(generated, generate_round, "tumours", settings.tumour_qc, generation.n_generated,

@@ -25,7 +25,7 @@ PACKAGE = "shared"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 #: Subpackages that hold project-only code (never imported by a bundle at run time).
-PROJECT_SUBPACKAGES = ("demo", "segmentation", "workflow", "benchmarks")
+PROJECT_SUBPACKAGES = ("demo", "segmentation", "evaluation", "cli", "export", "workflow", "benchmarks")
 
 _DOTTED_NAME = re.compile(rf"(?<![\w.]){PACKAGE}(?:\.[A-Za-z_]\w*)+")
 _VENDORED_NAME = re.compile(rf"(?<![\w./-]){PACKAGE}(?=\.[A-Za-z_])")

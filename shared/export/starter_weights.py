@@ -24,27 +24,17 @@ and when they are retrained.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.io import InputError, atomic_path, read_json, write_json
+from shared.io import InputError, atomic_path, read_json, sha256_of, write_json
 
 MANIFEST = "manifest.json"
 STARTER_FOLDER = "starter"
 MAX_FILE_BYTES = 10 * 1024 * 1024
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_starter_manifest(folder: str | os.PathLike) -> dict[str, Any]:
@@ -169,69 +159,3 @@ def write_starter_weights(
         shutil.rmtree(output)
     partial.rename(output)
     return manifest
-
-
-#: Starter-manifest key of the data each training stage learnt from.
-LEDGER_KEY = "ledger"
-
-
-def measure_starter_ledger(
-    stages: Mapping[str, Any], study: str, model_name: str, work_dir: str | os.PathLike
-) -> dict[str, dict[str, Any]]:
-    """The ledger entries of a starter's training stages, measured on their data drawn again.
-
-    Args:
-        stages: ``{stage: demo recipe params}`` (``autoencoder``, ``diffusion``), the data each
-            stage was trained on (:class:`shared.workflow.demo_recipes.DemoRecipe` fields).
-        study: ``ventricles`` or ``tumours`` (the quantity the ledger ranges over).
-        model_name: the generator's name in ledgers (``mask LDM`` ...).
-        work_dir: where the data is drawn (a scratch folder).
-
-    Returns:
-        ``{stage: {"data": recipe params, **Ledger.to_json()}}`` for the manifest's ``ledger``.
-    """
-    from shared.workflow.demo_recipes import DemoRecipe
-    from shared.workflow.ledger import datalist_ledger
-
-    entries = {}
-    for stage, params in stages.items():
-        recipe = DemoRecipe.from_params(params)
-        datalist = recipe.write(Path(work_dir) / stage)
-        ledger = datalist_ledger(f"{model_name} {stage}", study, datalist, source=_recipe_words(recipe))
-        if list(ledger.training) != sorted(recipe.subjects()["training"]):
-            raise InputError(f"{datalist}: its subjects are not those of the recipe {recipe.params()}")
-        entries[stage] = {"data": recipe.params(), **ledger.to_json()}
-    return entries
-
-
-def _recipe_words(recipe: Any) -> str:
-    what = "demo brains" if recipe.kind == "brains" else "demo tumour cases"
-    extra = f", prepared to {'x'.join(str(n) for n in recipe.prepared_shape)}" if recipe.prepared_shape else ""
-    return f"{recipe.n_cases} {what}, seed {recipe.seed}{extra}"
-
-
-def record_starter_ledger(folder: str | os.PathLike, ledger: Mapping[str, Any]) -> Path:
-    """Write ``ledger`` (:func:`measure_starter_ledger`) into a starter folder's manifest (the weights stay)."""
-    path = Path(folder) / MANIFEST
-    manifest = read_starter_manifest(folder)
-    manifest[LEDGER_KEY] = dict(ledger)
-    return write_json(path, manifest)
-
-
-def read_starter_ledgers(folder: str | os.PathLike) -> list[tuple[str, Any, Any]]:
-    """``[(stage, Ledger, DemoRecipe), ...]`` of a starter folder, in training order.
-
-    Raises:
-        InputError: the manifest has no ledger (starter weights of unknown data cannot be a study's control).
-    """
-    from shared.workflow.demo_recipes import DemoRecipe
-    from shared.workflow.ledger import Ledger
-
-    manifest = read_starter_manifest(folder)
-    entries = manifest.get(LEDGER_KEY)
-    if not isinstance(entries, dict) or not entries:
-        raise InputError(
-            f"{Path(folder) / MANIFEST}: no '{LEDGER_KEY}' of the data its stages learnt from; "
-            "record it with scripts/make_starter_weights.py --ledger"
-        )
-    return [(stage, Ledger.from_json(entry), DemoRecipe.from_params(entry["data"])) for stage, entry in entries.items()]

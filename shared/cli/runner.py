@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.cli.arguments import bind_arguments
+from shared.cli.command_help import command_help, commands_help
 from shared.errors import BAD_INPUT, INTERNAL_ERROR, failure_line
 from shared.io import InputError
-from shared.workflow.arguments import bind_arguments
-from shared.workflow.command_help import command_help, commands_help
 
 
 def _print_result(result: Any) -> None:
@@ -49,7 +49,7 @@ def run_cli(
         name: the program's name in messages (default: the script's file name).
         argv: the words after the program (default: ``sys.argv[1:]``).
 
-    The whole argument list is checked (see :mod:`shared.workflow.arguments`) before the
+    The whole argument list is checked (see :mod:`shared.cli.arguments`) before the
     function runs. Log messages (warnings, progress notes) go to stderr at INFO level.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -12,7 +12,8 @@ import shutil
 import textwrap
 from collections.abc import Callable, Mapping
 
-from shared.workflow.arguments import RANGES, signature_hints, type_name
+from shared.bounds import ranges_in
+from shared.cli.arguments import signature_hints, type_name
 
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Example|Examples|Note|Notes):\s*$")
 _ENTRY = re.compile(r"^(\*{0,2})(\w+)(\s*\([^)]*\))?:\s*(.*)$")
@@ -74,9 +75,10 @@ def command_help(prog: str, function: Callable) -> str:
         if parameter.kind is parameter.VAR_KEYWORD:
             head = f"  --<name> VALUE  ({type_name(hints.get(parameter.name))})"
         else:
-            kind = type_name(hints.get(parameter.name, parameter.empty))
-            limit = RANGES.get(parameter.name)
-            kind += f", {limit.describe()}" if limit else ""
+            hint = hints.get(parameter.name, parameter.empty)
+            kind = type_name(hint)
+            limits = list(dict.fromkeys(limit.describe() for limit in ranges_in(hint)))
+            kind += "".join(f", {limit}" for limit in limits)
             head = f"  --{parameter.name}  ({kind}; {_default(parameter)})"
         text = words.get(parameter.name, "")
         out.append(head)

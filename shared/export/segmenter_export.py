@@ -3,7 +3,7 @@
 The bundle's ``models/`` gets ``model.pt`` (the network's state dict, loadable with
 ``weights_only=True``), ``plans.json`` and ``dataset.json``; its configs get the model's
 configuration and patch size; its metadata the model's labels and channel. Everything else is
-:func:`shared.workflow.bundle_export.export_bundle`: configs, docs, LICENSE, the run-time code as
+:func:`shared.export.bundle_export.export_bundle`: configs, docs, LICENSE, the run-time code as
 ``scripts/``, pinned packages, ``large_files.yml``, one atomic zip.
 """
 
@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shared.export.bundle_export import export_bundle
 from shared.io import InputError, read_json
 from shared.nnunet_inference import export_weights
-from shared.workflow.bundle_export import export_bundle
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "bundles" / "nnunet_segmenter"
 

@@ -5,7 +5,7 @@ The zip holds one folder, ``<bundle>/``::
     configs/       the bundle's configs, ``shared`` renamed ``scripts``, the weights' recipe baked in
     docs/          README (and any other docs), LICENSE beside them
     models/        the weights and the statistics inference reads (scaler, normaliser, grid ...)
-    scripts/       the run-time code the configs reach (:mod:`shared.workflow.runtime_code`)
+    scripts/       the run-time code the configs reach (:mod:`shared.export.runtime_code`)
     large_files.yml  every file under models/ with its sha256
 
 "Recipe baked in": weights trained with a preset (``science``) and overrides do not load into the
@@ -30,8 +30,7 @@ from typing import Any
 
 import yaml
 
-from shared.io import InputError, read_json
-from shared.workflow.runtime_code import (
+from shared.export.runtime_code import (
     bundle_config_files,
     check_runtime_closure,
     runtime_modules,
@@ -39,7 +38,7 @@ from shared.workflow.runtime_code import (
     vendor_runtime,
     vendored_text,
 )
-from shared.workflow.starter_weights import sha256_of
+from shared.io import InputError, read_json, sha256_of
 
 #: Packages with their own keys in metadata.json (not under ``required_packages_version``).
 _OWN_KEYS = {"torch": "pytorch_version", "monai": "monai_version", "numpy": "numpy_version"}

@@ -11,7 +11,8 @@ list first, with fire's syntax (``--name value``, ``--name=value``, ``--flag`` /
 - reads a sequence given as one word as a one-item list (``--variants real`` is ``["real"]``)
   and a comma-separated word as its items (``--labels 1,2``);
 - keeps a ``str`` parameter's word as typed (``--fold 007`` stays ``"007"``);
-- applies the project-wide ranges of :data:`RANGES` (counts are not negative, ids are nnU-Net's);
+- applies the bounds each flag declares in its signature (``Annotated`` with a
+  :class:`shared.bounds.Range`, e.g. ``n_cases: Count``; each item of a list is checked);
 - checks ``--device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``; CUDA only where there is one).
 
 Every problem is an :class:`~shared.io.InputError` of one line naming the flag.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
-import math
 import os
 import re
 import types
@@ -33,59 +33,8 @@ from typing import Any
 
 from fire.parser import DefaultParseValue
 
+from shared.bounds import check_value, split_annotated
 from shared.io import InputError
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed interval of a numeric flag; ``None`` leaves that side open."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-
-    def check(self, flag: str, value: float) -> None:
-        """Raise :class:`InputError` naming ``flag`` when ``value`` lies outside the interval."""
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InputError(f"{flag}: {value} is not a finite number")
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and value > self.high
-        if too_low or too_high:
-            raise InputError(f"{flag}: {value} is out of range, expected {self.describe()}")
-
-    def describe(self) -> str:
-        """``">= 0"``, ``"> 0"``, ``"in [1, 999]"``."""
-        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is None:
-            return low
-        if self.low is None:
-            return f"<= {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-
-
-_COUNT, _POSITIVE, _FRACTION = Range(0), Range(1), Range(0, 1)
-_RATE = Range(0, low_open=True)
-
-#: Ranges of numeric flags by name, the same in every command (a flag not named here is unbounded).
-RANGES: dict[str, Range] = {
-    **dict.fromkeys(
-        ("num_samples", "n_brains", "n_tumours", "n_cases", "n_generated", "n_holdout", "n_synthetic", "warmup",
-         "qc_rounds", "seed"),
-        _COUNT,
-    ),
-    **dict.fromkeys(
-        ("runs", "cases", "epochs", "nnunet_epochs", "iterations_per_epoch", "val_iterations_per_epoch",
-         "nnunet_iterations", "nnunet_seeds", "steps", "mask_steps", "image_steps", "sampling_steps", "mask_samples",
-         "tumour_samples", "nproc_per_node", "num_processes", "workers", "chunk_size"),
-        _POSITIVE,
-    ),
-    **dict.fromkeys(("num_workers", "augmentation_processes"), _COUNT),
-    **dict.fromkeys(("initial_lr", "nnunet_lr", "width_factor", "volume_threshold_ml"), _RATE),
-    **dict.fromkeys(("ratio", "guidance_scale"), _COUNT),
-    "validation_fraction": Range(0, 1),
-    "dataset_id": Range(1, 999),
-    "centre_fraction": _FRACTION,
-}  # fmt: skip
 
 _DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
 
@@ -109,8 +58,14 @@ def flag_of(name: str) -> str:
     return f"--{name}"
 
 
+def _plain(hint: Any) -> Any:
+    """The hint without its ``Annotated`` bounds."""
+    return split_annotated(hint)[0]
+
+
 def type_name(hint: Any) -> str:
     """Short readable name of a type hint (``int``, ``list of str``, ``str or None``), for messages and ``--help``."""
+    hint = _plain(hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return "value"
@@ -131,17 +86,20 @@ def type_name(hint: Any) -> str:
 
 
 def _is_sequence(hint: Any) -> bool:
+    hint = _plain(hint)
     origin = typing.get_origin(hint) or hint
     return isinstance(origin, type) and issubclass(origin, collections.abc.Sequence) and origin is not str
 
 
 def _is_mapping(hint: Any) -> bool:
+    hint = _plain(hint)
     origin = typing.get_origin(hint) or hint
     return isinstance(origin, type) and issubclass(origin, collections.abc.Mapping)
 
 
 def _accepts_str(hint: Any) -> bool:
     """Does the hint take a plain word as it is (``str``, ``PathLike``, ``Any``)?"""
+    hint = _plain(hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_accepts_str(a) for a in args)
@@ -150,8 +108,9 @@ def _accepts_str(hint: Any) -> bool:
 
 def _scalar_items(hint: Any) -> bool:
     """A scalar hint, or a sequence of scalars (``int``, ``list of float`` ...), whose own messages name the value."""
+    hint = _plain(hint)
     if _is_sequence(hint):
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        args = [_plain(a) for a in typing.get_args(hint) if a is not Ellipsis]
         return all(a in (int, float, str, bool) for a in args)
     return hint in (int, float, str, bool)
 
@@ -165,8 +124,13 @@ def convert(flag: str, raw: Any, hint: Any, from_text: bool) -> Any:
     """``raw`` (a command-line word when ``from_text``, else a value) checked and converted to ``hint``.
 
     Raises:
-        InputError: the value does not fit the hint; the message names ``flag``.
+        InputError: the value does not fit the hint or lies outside its declared bounds; the message names ``flag``.
     """
+    base, ranges = split_annotated(hint)
+    if base is not hint:
+        value = convert(flag, raw, base, from_text)
+        check_value(flag, value, ranges)
+        return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return DefaultParseValue(raw) if from_text else raw
@@ -266,7 +230,7 @@ def signature_hints(function: Callable) -> tuple[inspect.Signature, dict[str, An
     signature = inspect.signature(function)
     target = inspect.unwrap(function)
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception:
         hints = {}
     return signature, hints
@@ -302,7 +266,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
             named[key] = str(not name.startswith("no"))
             continue
         if name not in parameters and name.startswith("no") and name[2:] in parameters and not has_value:
-            if hints.get(name[2:]) is not bool:
+            if _plain(hints.get(name[2:])) is not bool:
                 raise InputError(f"{flag_of(name)}: {flag_of(name[2:])} is not an on/off flag")
             name, has_value, value = name[2:], True, "False"
         if name not in parameters and not open_keywords:
@@ -311,7 +275,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
             raise InputError(f"{flag_of(name)}: given twice")
         if not has_value:
             follows = tokens[index] if index < len(tokens) else None
-            if hints.get(name) is bool:  # a bare on/off flag; a word after it is its value
+            if _plain(hints.get(name)) is bool:  # a bare on/off flag; a word after it is its value
                 if follows is not None and not _is_flag(follows):
                     value, index = follows, index + 1
                 else:
@@ -333,18 +297,7 @@ def bind_arguments(function: Callable, argv: Sequence[str]) -> BoundCall:
     for name, raw in named.items():
         flag = flag_of(name)
         value = convert(flag, raw, hints.get(name, Any), from_text=True)
-        _check_value(flag, name, value)
+        if name == "device" and isinstance(value, str):
+            check_device(flag, value)
         kwargs[name] = value
     return BoundCall(function, kwargs)
-
-
-def _check_value(flag: str, name: str, value: Any) -> None:
-    """The project-wide range of ``name`` and the device check, on a converted value."""
-    if name == "device" and isinstance(value, str):
-        check_device(flag, value)
-    limit = RANGES.get(name)
-    if limit is None or value is None:
-        return
-    for item in value if isinstance(value, (list, tuple)) else [value]:
-        if isinstance(item, (int, float)) and not isinstance(item, bool):
-            limit.check(flag, item)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from shared.bounds import Count, PositiveFloat
 from shared.conditioning.features import mask_volume_ml
 from shared.io import (
     VOLUME_SUFFIXES,
@@ -409,8 +410,8 @@ def evaluate_segmentation(
     truth: str,
     predictions: str | Mapping[str, str],
     output_dir: str,
-    volume_threshold_ml: float = 150.0,
-    labels: int | Sequence[int] | None = None,
+    volume_threshold_ml: PositiveFloat = 150.0,
+    labels: Count | Sequence[Count] | None = None,
     training: Mapping[str, Any] | None = None,
 ) -> str:
     """Dice, IoU and volume error of one or more segmenters' predictions against ground-truth label maps.
