@@ -29,7 +29,15 @@ import numpy as np
 from shared.bounds import PositiveFloat
 from shared.cli.runner import run_cli
 from shared.io import InputError
-from shared.workflow.pair_qc import ACCEPTED, KINDS, VentricleQC, check_manifest, qc_settings, rejection_counts
+from shared.workflow.pair_qc import (
+    ACCEPTED,
+    KINDS,
+    VentricleQC,
+    check_manifest,
+    qc_settings,
+    rejection_counts,
+    with_brain_reference,
+)
 
 
 def check_pairs(
@@ -38,6 +46,7 @@ def check_pairs(
     output: str | None = None,
     reference_labels: str | None = None,
     icv_tolerance: Sequence[PositiveFloat] = VentricleQC.icv_tolerance,
+    reference_images: str | None = None,
     **tolerances: Any,
 ) -> dict[str, int]:
     """QC every pair of ``folder/manifest.csv``; returns the rejection counts by reason.
@@ -48,6 +57,8 @@ def check_pairs(
         output: where to write the checked manifest (default: rewrite it in place).
         reference_labels: real label maps (folder or datalist) whose median ICV sets the accepted range.
         icv_tolerance: factors on that median (ventricles only).
+        reference_images: real images (a MONAI datalist, or a folder of images) whose brain volumes and
+            slice-to-slice jumps set the brain-shape check (off without them).
         **tolerances: the QC tolerances above, by name (defaults: ``VentricleQC``, ``TumourQC``).
     """
     if kind not in KINDS:
@@ -60,7 +71,12 @@ def check_pairs(
         median = float(np.median(label_volumes_ml(reference_labels)))
         low, high = (float(f) for f in icv_tolerance)
         tolerances["icv_range_ml"] = (low * median, high * median)
-    rows = check_manifest(folder, kind, qc_settings(kind, **tolerances), output)
+    qc = qc_settings(kind, **tolerances)
+    if reference_images is not None:
+        from shared.io import resolve_volume_inputs
+
+        qc = with_brain_reference(qc, resolve_volume_inputs(reference_images, key="image"))
+    rows = check_manifest(folder, kind, qc, output)
     accepted = sum(row["qc_status"] == ACCEPTED for row in rows)
     counts = rejection_counts(rows)
     print(f"{accepted} of {len(rows)} pairs accepted")

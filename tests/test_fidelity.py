@@ -49,7 +49,7 @@ def test_report_from_a_real_datalist_and_a_generated_pair_folder(tmp_path):
         tmp_path / "gen" / "manifest.csv", [{"image": "images/pair_0000.nii.gz", "label": "labels/pair_0000.nii.gz"}]
     )
 
-    done = run_script("image_fidelity.py", "--real", str(tmp_path / "real" / "datalist.json"),
+    done = run_script("image_fidelity.py", "contrast", "--real", str(tmp_path / "real" / "datalist.json"),
                       "--generated", str(tmp_path / "gen"), "--output_dir", str(tmp_path / "out"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = {r["tissue"]: r for r in read_csv(tmp_path / "out" / "fidelity.csv")}
@@ -62,6 +62,6 @@ def test_report_from_a_real_datalist_and_a_generated_pair_folder(tmp_path):
 
 def test_a_generated_folder_without_pairs_is_refused(tmp_path):
     write_csv(tmp_path / "manifest.csv", [{"file": "x.nii.gz"}])
-    done = run_script("image_fidelity.py", "--real", str(tmp_path / "manifest.csv"), "--generated", str(tmp_path),
-                      "--output_dir", str(tmp_path / "out"))  # fmt: skip
+    done = run_script("image_fidelity.py", "contrast", "--real", str(tmp_path / "manifest.csv"),
+                      "--generated", str(tmp_path), "--output_dir", str(tmp_path / "out"))  # fmt: skip
     assert done.returncode == 2 and "manifest.csv: needs rows with 'image' and 'label' columns" in done.stderr

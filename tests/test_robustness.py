@@ -150,7 +150,7 @@ CASES = [
          "error: --steps: 0 is out of range, expected >= 1", absent=["s"]),
     Case("unknown-starter-bundle", "make_starter_weights.py", ["nope", "{tmp}/m", "demo"],
          "error: bundle: unknown 'nope'", absent=["m"]),
-    Case("missing-real-images", "image_fidelity.py", ["{tmp}/none", "{labels}", "{tmp}/f"],
+    Case("missing-real-images", "image_fidelity.py", ["contrast", "{tmp}/none", "{labels}", "{tmp}/f"],
          "error: {tmp}/none", absent=["f"]),
     Case("unknown-bundle", "export_bundle.py", ["nope", "{tmp}/m", "{tmp}/o.zip"],
          "error: bundle: unknown 'nope'", absent=["o.zip"]),

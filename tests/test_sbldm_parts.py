@@ -174,3 +174,32 @@ def test_decoded_mask_keeps_its_largest_26_connected_piece_and_counts_what_it_dr
     assert as_decoded.sum() == 66 and none_removed == 0
     _, empty, nothing = split_pair(-torch.ones(2, 4, 4, 4))
     assert empty.sum() == 0 and nothing == 0
+
+
+def test_posterior_mean_validation_is_repeatable_and_the_cosine_rate_survives_a_resume():
+    import math
+
+    from ignite.engine import Engine
+
+    from shared.engines.learning_rate import CosineLearningRate
+    from shared.engines.reconstruction import PosteriorMeanInferer
+    from shared.networks.slice_vae import SliceVAE
+
+    torch.manual_seed(0)
+    vae = SliceVAE(channels=(8, 8), latent_channels=2, norm_num_groups=4, position_embedding=True).eval()
+    slices, positions = torch.rand(3, 2, 16, 16), torch.tensor([0, 5, 9])
+    first, second = (PosteriorMeanInferer()(slices, vae, positions=positions) for _ in range(2))
+    assert torch.equal(first, second) and first.shape == slices.shape
+    assert not torch.equal(vae(slices, positions)[0], vae(slices, positions)[0])  # the forward samples
+    optimiser = torch.optim.Adam(vae.parameters(), lr=1.0)
+    schedule = CosineLearningRate(optimiser, 1e-3, epochs=4)
+    rates = []
+    engine = Engine(lambda e, b: rates.append(optimiser.param_groups[0]["lr"]))
+    schedule.attach(engine)
+    engine.run([0], max_epochs=4)
+    assert rates == pytest.approx([1e-3 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)])
+    resumed = Engine(lambda e, b: rates.append(optimiser.param_groups[0]["lr"]))  # as after a checkpoint of epoch 2
+    schedule.attach(resumed)
+    resumed.state.epoch, resumed.state.iteration = 2, 2
+    resumed.run([0], max_epochs=4)
+    assert rates[-2:] == pytest.approx(rates[2:4])

@@ -21,6 +21,7 @@ from shared.workflow.settings import GENERATORS_FROM, SCALES, STUDIES, resolve_s
 
 SMALL = {
     "n_brains": 6, "n_tumours": 6, "n_generated": 4, "nnunet_seeds": 2,
+    "fidelity": {"feature_iterations": 20, "resamples": 20},
     "ventricle_holdout": ((3, 4.0, 7.0), (2, 1.0, 2.0)), "tumour_holdout": ((3, None, None), (2, 28.0, 34.0)),
 }  # fmt: skip
 
@@ -135,7 +136,7 @@ def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_t
     run_studies(out, with_schedule(settings, initial_lr=1e-3), ["ventricles"])
     rerun = {p.stem for p in (out / ".stages").glob("*.json") if p.stat().st_mtime_ns != markers.get(p.stem)}
     nnunet = {name for name in markers if name.startswith("nnunet_")}
-    assert rerun == nnunet | {"evaluate_ventricles", "report"}
+    assert rerun == nnunet | {"evaluate_ventricles", "fidelity_ventricles", "report"}  # 3D features: the real model
     assert {c[3] for c in calls if c[0] == "train_nnunet"} == {1e-3} and len(nnunet) == 12
     assert not [c for c in calls if c[0] != "train_nnunet"]  # no generation, no bundle run
     # the QC rounds stay on disk for a rerun: finished samples are generated again only if their settings change

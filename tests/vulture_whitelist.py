@@ -16,3 +16,6 @@ external_attr  # noqa: B018, F821
 num_iterations_per_epoch  # noqa: B018, F821
 num_val_iterations_per_epoch  # noqa: B018, F821
 configure_optimizers  # noqa: B018, F821
+# Neighbour fields, written to memorisation.csv through dataclasses.asdict (evaluation/memorisation.py)
+label_case  # noqa: B018, F821
+feature_case  # noqa: B018, F821

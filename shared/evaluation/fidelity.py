@@ -52,7 +52,8 @@ def tissue_means(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def pairs_of(source: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """(image, label) paths from a MONAI datalist (``image``/``label``) or a pair folder/manifest.
+    """(image, label) paths from a MONAI datalist (``image``/``label``) or a pair folder/manifest (its
+    QC-rejected rows left out).
 
     Raises:
         InputError: nothing to read, or items without an image and a label.
@@ -63,7 +64,8 @@ def pairs_of(source: str | os.PathLike) -> list[tuple[Path, Path]]:
         rows = read_csv(manifest)
         if not rows or not {"image", "label"} <= set(rows[0]):
             raise InputError(f"{manifest}: needs rows with 'image' and 'label' columns")
-        return [(manifest.parent / r["image"], manifest.parent / r["label"]) for r in rows]
+        kept = [r for r in rows if r.get("qc_status", "accepted") != "rejected"]  # as set assembly does
+        return [(manifest.parent / r["image"], manifest.parent / r["label"]) for r in kept]
     items = [item for item in read_datalist(source) if "image" in item and "label" in item]
     if not items:
         raise InputError(f"{source}: no items with both 'image' and 'label'")

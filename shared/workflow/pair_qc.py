@@ -11,6 +11,9 @@ rules; a pair that fails any check is *rejected* with every reason, separated by
 - **tumour pairs** (slice-based LDM): a non-empty mask; at most ``max_tumour_components``
   pieces of at least ``min_piece_voxels``; achieved normalised volume within
   ``max_volume_error`` of the request and centre within ``max_centre_error`` (normalised units).
+- **both**: the image holds a brain (:mod:`shared.evaluation.brain_shape`): its intensity brain
+  mask within ``brain_ml_range`` and no slice-to-slice jump above ``max_slice_jump``. Both come
+  from the real training images (:func:`with_brain_reference`); until they are set the check is off.
 
 :func:`check_manifest` writes the verdicts into the manifest's rows (``qc_status``,
 ``qc_reason``); nnU-Net set assembly skips rejected rows. The tolerances are parameters
@@ -23,7 +26,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -48,6 +51,8 @@ class VentricleQC:
         min_brain_component_fraction: share of the ICV its largest connected piece must hold.
         min_ventricle_component_fraction: share of each lateral ventricle its largest piece must hold.
         icv_tolerance: factors on the real brains' median ICV that give ``icv_range_ml``.
+        brain_ml_range, max_slice_jump, brain_tolerance, slice_jump_tolerance: the brain-shape
+            check of the image (:class:`BrainCheck`).
     """
 
     icv_range_ml: tuple[float, float] = (0.0, float("inf"))
@@ -55,6 +60,10 @@ class VentricleQC:
     min_brain_component_fraction: float = 0.95
     min_ventricle_component_fraction: float = 0.6
     icv_tolerance: tuple[float, float] = (0.7, 1.4)
+    brain_ml_range: tuple[float, float] = (0.0, float("inf"))
+    max_slice_jump: float = float("inf")
+    brain_tolerance: tuple[float, float] = (0.8, 1.25)
+    slice_jump_tolerance: float = 1.5
 
     def __post_init__(self) -> None:
         low, high = self.icv_range_ml
@@ -81,12 +90,22 @@ class TumourQC:
         max_centre_error: largest accepted distance of the achieved from the requested centre.
         max_tumour_components: most pieces a whole-tumour mask may have.
         min_piece_voxels: pieces smaller than this are ignored when counting.
+        brain_ml_range: accepted volume (mL) of the image's intensity brain mask; set from the real
+            images' range times ``brain_tolerance`` (:func:`with_brain_reference`); open until then.
+        max_slice_jump: largest accepted slice-to-slice jump; the real images' largest times
+            ``slice_jump_tolerance``.
+        brain_tolerance: factors on the real images' smallest and largest brain volume.
+        slice_jump_tolerance: factor on the real images' largest slice jump.
     """
 
     max_volume_error: float = 0.5
     max_centre_error: float = 0.5
     max_tumour_components: int = 2
     min_piece_voxels: int = 5
+    brain_ml_range: tuple[float, float] = (0.0, float("inf"))
+    max_slice_jump: float = float("inf")
+    brain_tolerance: tuple[float, float] = (0.8, 1.25)
+    slice_jump_tolerance: float = 1.5
 
     def __post_init__(self) -> None:
         for name in ("max_volume_error", "max_centre_error"):
@@ -94,6 +113,9 @@ class TumourQC:
                 raise InputError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.max_tumour_components < 1:
             raise InputError(f"max_tumour_components: must be >= 1, got {self.max_tumour_components}")
+
+
+QC = TypeVar("QC", "VentricleQC", "TumourQC")
 
 
 def component_sizes(mask: np.ndarray) -> np.ndarray:
@@ -110,6 +132,32 @@ def largest_component_fraction(mask: np.ndarray) -> float:
     """Share of a mask's voxels in its largest connected piece (0 for an empty mask)."""
     sizes = component_sizes(mask)
     return float(sizes[0] / sizes.sum()) if sizes.size else 0.0
+
+
+def with_brain_reference(qc: QC, images: Sequence[str | os.PathLike]) -> QC:
+    """``qc`` with the brain-shape ranges of real ``images`` (their brain volumes and slice jumps, widened
+    by ``qc``'s tolerances); see :mod:`shared.evaluation.brain_shape`."""
+    from shared.evaluation.brain_shape import brain_reference, measure_brain
+    from shared.io import load_image
+
+    shapes = []
+    for path in images:
+        image = load_image(path)
+        shapes.append(measure_brain(image.array, voxel_volume_mm3(image.affine) / 1000.0))
+    reference = brain_reference(shapes, qc.brain_tolerance, qc.slice_jump_tolerance)
+    return replace(qc, brain_ml_range=reference.brain_ml_range, max_slice_jump=reference.max_slice_jump)
+
+
+def check_brain_image(image_path: Path, qc: QC) -> list[str]:
+    """The brain-shape reasons to reject one image (none while ``qc``'s brain ranges are open)."""
+    if qc.brain_ml_range == (0.0, float("inf")) and qc.max_slice_jump == float("inf"):
+        return []
+    from shared.evaluation.brain_shape import BrainReference, check_brain, measure_brain
+    from shared.io import load_image
+
+    image = load_image(image_path)
+    shape = measure_brain(image.array, voxel_volume_mm3(image.affine) / 1000.0)
+    return check_brain(shape, BrainReference(tuple(qc.brain_ml_range), qc.max_slice_jump))
 
 
 def with_reference_icv(qc: VentricleQC, median_icv_ml: float) -> VentricleQC:
@@ -181,17 +229,17 @@ def _float(row: dict[str, str], column: str, manifest: Path) -> float:
 def check_pair(manifest: Path, row: dict[str, str], kind: str, qc: VentricleQC | TumourQC) -> list[str]:
     """Reasons to reject the pair of one manifest row (paths relative to the manifest's folder)."""
     label = load_label_map(manifest.parent / row["label"])
+    brain = check_brain_image(manifest.parent / row["image"], qc)
     if kind == "ventricles":
         assert isinstance(qc, VentricleQC)
         voxel_ml = voxel_volume_mm3(label.affine) / 1000.0
-        return check_ventricle_label_map(
-            label.array, voxel_ml, _float(row, "requested_c", manifest), _float(row, "achieved_c", manifest), qc
-        )
+        requested, achieved = _float(row, "requested_c", manifest), _float(row, "achieved_c", manifest)
+        return [*check_ventricle_label_map(label.array, voxel_ml, requested, achieved, qc), *brain]
     assert isinstance(qc, TumourQC)
     names = ("volume", "centre_x", "centre_y", "centre_z")
     requested = {n: _float(row, f"requested_{n}", manifest) for n in names}
     achieved = {n: _float(row, f"achieved_{n}", manifest) for n in names}
-    return check_tumour_mask(label.array, requested, achieved, qc)
+    return [*check_tumour_mask(label.array, requested, achieved, qc), *brain]
 
 
 KINDS = ("ventricles", "tumours")
@@ -244,6 +292,8 @@ def _reason_kind(reason: str) -> str:
         ("empty mask", "empty mask"),
         ("volume", "volume off target"),
         ("centre", "centre off target"),
+        ("no brain shape", "no brain shape"),
+        ("slice jump", "slice jump"),
     ):
         if reason.startswith(prefix):
             return kind
@@ -257,7 +307,7 @@ def qc_settings(kind: str, **tolerances: Any) -> VentricleQC | TumourQC:
     unknown = sorted(set(tolerances) - known)
     if unknown:
         raise InputError(f"--{unknown[0]}: not a {kind} tolerance (known: {', '.join(sorted(known))})")
-    for name in ("icv_range_ml", "icv_tolerance"):
+    for name in ("icv_range_ml", "icv_tolerance", "brain_ml_range", "brain_tolerance"):
         if name in tolerances:
             tolerances[name] = tuple(float(v) for v in tolerances[name])
     return cls(**tolerances)

@@ -279,13 +279,14 @@ def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str
                                        output_dir / "conditions"),
         inputs=("demo_brains", "demo_tumours"),
     )  # fmt: skip
+    read_by_report = ["conditions"]
     if "ventricles" in studies:
-        run_ventricle_study(runner, output_dir, settings)
+        read_by_report += run_ventricle_study(runner, output_dir, settings)
     if "tumours" in studies:
-        run_tumour_study(runner, output_dir, settings)
+        read_by_report += run_tumour_study(runner, output_dir, settings)
     runner.run(
         "report", {"studies": studies, "settings": repr(settings)},
         lambda: write_report(output_dir, settings, studies, stage_time_lines(runner)),
-        inputs=("conditions", *(f"evaluate_{study}" for study in studies)),
+        inputs=tuple(read_by_report),
     )  # fmt: skip
     return output_dir / "report.md"

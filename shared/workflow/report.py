@@ -221,7 +221,31 @@ def answer_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
         lines += ["One nnU-Net seed per variant: the intervals hold the cases' variance only, not the seeds'.", ""]
     lines += _plain_answer(comparison, design, study)
     lines += _reach_lines(out, study, design)
+    lines += _fidelity_answer(out, study)
     return lines
+
+
+def _fidelity_answer(out: Path, study: str) -> list[str]:
+    """One line: how far the accepted pairs' images lie from real ones, against real vs real, and memorisation."""
+    path = evaluation_dir(out, study) / "fidelity.json"
+    if not path.is_file():
+        return []
+    fidelity = read_json(path)
+    ratios = {
+        row["features"]: f"{float(row['ratio']):.1f}x ({float(row['ratio_low']):.1f}-{float(row['ratio_high']):.1f})"
+        for row in read_csv(evaluation_dir(out, study) / "fidelity.csv")
+        if row["metric"] == "frechet" and row["features"] in ("3D", "2.5D (mean of planes)")
+    }
+    shown = "; ".join(f"{name} {value}" for name, value in ratios.items())
+    diversity, memorisation = fidelity["diversity"], fidelity["memorisation"]
+    return [
+        f"- Image fidelity: Fréchet distance of the accepted pairs' images to the generators' real data, as a "
+        f"multiple of real vs real: {shown} (1x: as far as two samples of real images). Diversity: MS-SSIM "
+        f"{diversity['generated_ms_ssim']:.2f} among generated images, {diversity['real_ms_ssim']:.2f} among real. "
+        f"Memorisation: {memorisation['flagged']} of {memorisation['samples']} samples nearer a training case than any "
+        "two real subjects (details below).",
+        "",
+    ]
 
 
 def _protocol_words(design: Mapping[str, Any], settings: StudySettings) -> str:
@@ -379,7 +403,9 @@ def fixed_lines(settings: StudySettings, study: str, bins: Mapping[str, Any]) ->
     fixed = fixed_settings(settings, study)
     lines = ["### Settings fixed before the run", ""]
     lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in fixed.items() if key != "qc"]
-    qc = ", ".join(f"{k} {v}" for k, v in fixed["qc"].items() if k != "icv_range_ml")
+    qc = ", ".join(
+        f"{k} {v}" for k, v in fixed["qc"].items() if k not in ("icv_range_ml", "brain_ml_range", "max_slice_jump")
+    )
     lines += [
         f"- QC: {qc}",
         f"- hold-out bins: {bins['rule']}",
@@ -434,6 +460,68 @@ def bin_table(comparison: Sequence[Mapping[str, str]], metric: str = "dice") -> 
     return lines
 
 
+def fidelity_lines(out: Path, study: str) -> list[str]:
+    """``### Image fidelity``: distances to real images beside real-vs-real, diversity, brain shape, memorisation."""
+    path = evaluation_dir(out, study) / "fidelity.json"
+    if not path.is_file():
+        return []
+    fidelity = read_json(path)
+    rows = read_csv(evaluation_dir(out, study) / "fidelity.csv")
+    counts = fidelity["counts"]
+    lines = [
+        "### Image fidelity (generated against the real images the generators learnt from)",
+        "",
+        f"{counts['generated']} accepted pairs against {counts['reference']} real ones. Features: 3D, "
+        f"{fidelity['features']['3d'] or 'none'}; 2.5D, {fidelity['features']['2.5d']} (central slices of each",
+        "plane). Each split draws n generated volumes and two disjoint halves of n real ones; the generated draw and",
+        "the second half are each compared with the first half (real vs real: what two samples of real images",
+        "differ by). Intervals: 95 % over 200 splits. Fréchet distance is judged by its ratio to real vs real (1:",
+        "as far from real as real images are from each other), MMD by its difference.",
+        "",
+        "| features | metric | n | generated vs real | real vs real | judged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        kind = "ratio" if "ratio" in row and row["ratio"] not in ("", None) else "difference"
+
+        def cell(key: str, row: dict = row) -> str:
+            return f"{float(row[key]):.2f} ({float(row[key + '_low']):.2f}, {float(row[key + '_high']):.2f})"
+
+        lines.append(
+            f"| {row['features']} | {row['metric']} | {row['n']} | {cell('generated')} | {cell('real')} | "
+            f"{kind} {cell(kind)} |"
+        )
+    diversity = fidelity["diversity"]
+    brain = fidelity["brain"]
+    memorisation = fidelity["memorisation"]
+    closest = memorisation["closest_real"]
+    low, high = brain["reference_ml"]
+    lines += [
+        "",
+        f"- Diversity: mean pairwise MS-SSIM {diversity['generated_ms_ssim']:.3f} among generated images, "
+        f"{diversity['real_ms_ssim']:.3f} among as many real ones (difference {diversity['difference']:+.3f}; "
+        "higher: more alike).",
+        f"- Brain shape: {len(brain['generated_failing'])} of {counts['generated']} accepted images fail the brain "
+        f"check (an intensity brain of {low:.0f}-{high:.0f} mL, as real images give, and no slice-to-slice jump "
+        f"above {brain['reference_max_slice_jump']:.3f}).",
+        f"- Memorisation ({memorisation['features']} features): the closest two distinct real subjects reach image "
+        f"correlation {closest['image_correlation']:.3f}, label Dice {closest['label_dice']:.3f}, feature distance "
+        f"{closest['feature_distance']:.2f}; the generated samples' nearest training cases: correlation median "
+        f"{memorisation['generated_image_correlation']['median']:.3f} (max "
+        f"{memorisation['generated_image_correlation']['max']:.3f}), Dice median "
+        f"{memorisation['generated_label_dice']['median']:.3f} "
+        f"(max {memorisation['generated_label_dice']['max']:.3f}). "
+        f"**{memorisation['flagged']} of {memorisation['samples']} samples flagged** (nearer a training case than any "
+        f"two real subjects; `evaluation/{study}/memorisation.csv`).",
+    ]
+    flagged = [r for r in read_csv(evaluation_dir(out, study) / "memorisation.csv") if r["flagged"]]
+    for row in flagged[:20]:
+        lines.append(f"  - `{row['sample']}`: {row['flagged']} (nearest: {row['image_case']}, {row['label_case']})")
+    if len(flagged) > 20:
+        lines.append(f"  - ... {len(flagged) - 20} more in `memorisation.csv`")
+    return [*lines, ""]
+
+
 def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
     """``## <title>`` of one finished study: ledger, fixed settings, results, bins, pictures."""
     evaluation = evaluation_dir(out, study)
@@ -454,6 +542,7 @@ def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
         *bin_table(comparison),
         "",
     ]
+    lines += fidelity_lines(out, study)
     lines += [
         "### Absolute volume error (mL) per training set",
         "",

@@ -86,6 +86,8 @@ _DEMO: dict[str, Any] = {
     "ventricle_variants": ("real", "synthetic", "augmented"),
     "tumour_variants": ("real", "augmented"),
     "domain_randomisation_copies": 2, "classical_copies": 5,
+    # image fidelity of the accepted pairs: training steps of the 2.5D feature network, real-vs-real splits
+    "fidelity": {"feature_iterations": 400, "resamples": 200},
     # generators_from real: the starter recipes, with the epochs that give about the starters' number of
     # optimiser steps on 20 training subjects instead of their 86-134 (README "Data-scarce protocol"; with
     # half the mask LDM's steps, 600 epochs, its label maps were noise: rho(c, volume) -0.37)
@@ -192,6 +194,8 @@ class StudySettings:
         variants: per study, the training sets (:data:`VARIANTS`).
         domain_randomisation_copies: randomised images per real brain (``real_dr``).
         classical_copies: augmented copies per real tumour case (``*_classical``).
+        fidelity: ``feature_iterations`` (2.5D feature network) and ``resamples`` (real-vs-real splits)
+            of the image-fidelity stage.
         scarce_recipes: per bundle, config values over its starter recipe for ``generators_from real``.
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
     """
@@ -212,6 +216,7 @@ class StudySettings:
     variants: Mapping[str, tuple[str, ...]]
     domain_randomisation_copies: Positive
     classical_copies: Positive
+    fidelity: Mapping[str, int] = field(default_factory=lambda: {"feature_iterations": 400, "resamples": 200})
     scarce_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
 
@@ -351,7 +356,7 @@ def resolve_settings(scale: str = "demo", **flags: Any) -> StudySettings:
         schedules=schedules, nnunet_width=float(values["nnunet_width"]), nnunet_seeds=int(values["nnunet_seeds"]),
         variants={"ventricles": tuple(values["ventricle_variants"]), "tumours": tuple(values["tumour_variants"])},
         domain_randomisation_copies=int(values["domain_randomisation_copies"]),
-        classical_copies=int(values["classical_copies"]),
+        classical_copies=int(values["classical_copies"]), fidelity=dict(values["fidelity"]),
         scarce_recipes={k: dict(v) for k, v in values["scarce_recipes"].items()}, device=str(values["device"]),
     )  # fmt: skip
 

@@ -62,7 +62,7 @@ from shared.workflow.design import (
 )
 from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
 from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, value_range, write_ledger
-from shared.workflow.pair_qc import with_reference_icv
+from shared.workflow.pair_qc import with_brain_reference, with_reference_icv
 from shared.workflow.settings import VARIANTS, StudySettings
 from shared.workflow.starter_ledgers import read_starter_ledgers
 
@@ -619,6 +619,57 @@ def run_models_and_evaluation(
                inputs=(design_stage, *model_stages))  # fmt: skip
 
 
+def datalist_pairs(datalist: Path, sections: tuple[str, ...] | None = None) -> list[tuple[Path, Path]]:
+    """``(image, label)`` files of a datalist's items (every section by default)."""
+    return [(Path(item["image"]), Path(item["label"])) for item in read_datalist(datalist, sections)]
+
+
+def fidelity_stage(
+    runner: Any, out: Path, study: str, settings: StudySettings, datasets: dict[str, Path], sources: dict[str, Path],
+    source_stages: dict[str, str],
+) -> str | None:  # fmt: skip
+    """Stage ``fidelity_<study>``: the accepted pairs against the data their generators learnt from.
+
+    Fréchet distance and MMD (3D: the real-data nnU-Net's encoder, seed 0; 2.5D: a 2D network
+    trained on the real training images), each beside real-vs-real; MS-SSIM diversity; brain
+    shape; the memorisation audit (:func:`shared.evaluation.pair_fidelity.measure_pair_fidelity`).
+    Writes ``evaluation/<study>/fidelity.json``, ``fidelity.csv`` and ``memorisation.csv``.
+    Returns the stage name (``None`` when QC accepted no pair: there is nothing to measure).
+    """
+    generated = generated_dir(out, study)
+    rows = accepted_rows(generated / "manifest.csv")
+    if len(rows) < 2 or "real" not in datasets:
+        return None
+    reference_source = sources["pool"] if "pool" in sources else sources["real"]
+    real_model = model_folder(results_folder(out / "nnunet", 0), datasets["real"])
+    trained = (real_model / "fold_all" / "checkpoint_final.pth").is_file()
+    name = f"fidelity_{study}"
+
+    def action() -> None:
+        from shared.evaluation.pair_fidelity import measure_pair_fidelity
+
+        pairs = [(generated / row["image"], generated / row["label"]) for row in rows]
+        result = measure_pair_fidelity(
+            pairs, datalist_pairs(reference_source), datalist_pairs(sources["real"]), study,
+            real_model if trained else None, settings.fidelity["resamples"], settings.fidelity["feature_iterations"],
+            seed=settings.seed, device=settings.device,
+        )  # fmt: skip
+        folder = evaluation_dir(out, study)
+        write_csv(
+            folder / "fidelity.csv", result["distances"], list(dict.fromkeys(k for r in result["distances"] for k in r))
+        )
+        write_csv(folder / "memorisation.csv", result["memorisation_rows"], list(result["memorisation_rows"][0]))
+        write_json(folder / "fidelity.json", {k: v for k, v in result.items() if k not in ("memorisation_rows",)})
+
+    inputs = (source_stages["generated"], source_stages["pool" if "pool" in sources else "real"],
+              source_stages["real"], f"nnunet_{study}_real")  # fmt: skip
+    params = {"reference": str(reference_source), "seed": settings.seed, "fidelity": dict(settings.fidelity),
+              "nnunet_3d_features": trained}  # fmt: skip
+    runner.run(name, params, action,
+               inputs=tuple(dict.fromkeys(inputs)))  # fmt: skip
+    return name
+
+
 def build_sets(
     runner: Any, out: Path, study: str, settings: StudySettings, plan: StudyPlan, sources: dict[str, Path],
     source_stages: dict[str, str],
@@ -659,8 +710,11 @@ def design_stage(
 # ----------------------------------------------------------------------------- the two studies
 
 
-def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None:
-    """Stages of the ventricle study (see the module docstring); the real brains are the ``demo_brains`` stage's."""
+def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> list[str]:
+    """Stages of the ventricle study (see the module docstring); the real brains are the ``demo_brains`` stage's.
+
+    Returns the stages the report reads (evaluation, fidelity).
+    """
     from shared.workflow.demo_recipes import write_parts
 
     study = "ventricles"
@@ -696,7 +750,8 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None
         from shared.evaluation.segmentation_metrics import label_volumes_ml
 
         icv = float(np.median(label_volumes_ml(out / "data" / "brains" / "labels")))
-        qc = with_reference_icv(settings.ventricle_qc, icv)
+        real_images = [item["image"] for item in read_datalist(real)]
+        qc = with_brain_reference(with_reference_icv(settings.ventricle_qc, icv), real_images)
         generate_with_qc(generated, generate_round, "ventricles", qc, generation.n_generated, settings.seed,
                          generation.qc_rounds)  # fmt: skip
 
@@ -721,6 +776,8 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> None
     datasets, set_stages = build_sets(runner, out, study, settings, plan, sources, source_stages)
     design = design_stage(runner, out, study, settings, plan, datasets, [*generator_stages, *set_stages.values()])
     run_models_and_evaluation(runner, out, study, settings, datasets, set_stages, design)
+    fidelity = fidelity_stage(runner, out, study, settings, datasets, sources, source_stages)
+    return [f"evaluate_{study}", *([fidelity] if fidelity else [])]
 
 
 def add_pool(
@@ -738,8 +795,11 @@ def add_pool(
     sources["pool"], source_stages["pool"] = pool_dir(out, study) / "datalist.json", stage
 
 
-def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> None:
-    """Stages of the tumour study (see the module docstring); the raw real cases are the ``demo_tumours`` stage's."""
+def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[str]:
+    """Stages of the tumour study (see the module docstring); the raw real cases are the ``demo_tumours`` stage's.
+
+    Returns the stages the report reads (evaluation, fidelity).
+    """
     from shared.tumour_preprocessing import prepare_tumour_dataset
     from shared.workflow.demo_recipes import write_parts
 
@@ -782,8 +842,11 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> None:
         {"n_generated": generation.n_generated, "sampler": asdict(generation.samplers["tumour"]),
          "qc_rounds": generation.qc_rounds, "qc": asdict(settings.tumour_qc), "seed": settings.seed,
          "device": settings.device},
-        lambda: generate_with_qc(generated, generate_round, "tumours", settings.tumour_qc, generation.n_generated,
-                                 settings.seed, generation.qc_rounds),
+        lambda: generate_with_qc(
+            generated, generate_round, "tumours",
+            with_brain_reference(settings.tumour_qc, [i["image"] for i in read_datalist(prepared / "datalist.json")]),
+            generation.n_generated, settings.seed, generation.qc_rounds,
+        ),
         inputs=("prepare_tumours", *generator_stages),
     )  # fmt: skip
     if any("classical" in VARIANTS[v][1] for v in settings.study_variants(study)):
@@ -798,3 +861,5 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> None:
     datasets, set_stages = build_sets(runner, out, study, settings, plan, sources, source_stages)
     design = design_stage(runner, out, study, settings, plan, datasets, [*generator_stages, *set_stages.values()])
     run_models_and_evaluation(runner, out, study, settings, datasets, set_stages, design)
+    fidelity = fidelity_stage(runner, out, study, settings, datasets, sources, source_stages)
+    return [f"evaluate_{study}", *([fidelity] if fidelity else [])]
