@@ -126,6 +126,13 @@ def test_report_gives_the_ledger_every_variant_and_the_bins(pool_study):
         assert (int(dice[("real", subset)]["n_cases"]) == n) if n else (("real", subset) not in dice)
     figures = json.loads((out / "figures.json").read_text())
     assert figures["ventricles"]["generators_from"] == "pool" and "pool" in figures["ventricles"]["segmentation"]
+    # image fidelity against the generators' data: the fakes' pairs are copies of real brains, so all are flagged
+    fidelity = read_json(out / "evaluation" / "ventricles" / "fidelity.json")
+    assert fidelity["counts"] == {"generated": 4, "reference": 86, "feature_training": 6}
+    assert fidelity["memorisation"]["flagged"] == fidelity["memorisation"]["samples"] == 4
+    distances = read_csv(out / "evaluation" / "ventricles" / "fidelity.csv")
+    assert {r["features"] for r in distances} >= {"2.5D axial", "2.5D (mean of planes)"}
+    assert "### Image fidelity" in report and "**4 of 4 samples flagged**" in report
 
 
 def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_them(pool_study, monkeypatch):

@@ -45,6 +45,7 @@ KEY_QUESTIONS = (
     ("augmented", "real", "do they help the small real set?"),
     ("pool", "real", "how much do the generators' own data help the small real set?"),
     ("synthetic", "real", "can generated pairs replace the real set?"),
+    ("augmented_classical", "real_classical", "do they add to classical augmentation?"),
 )
 
 

@@ -610,12 +610,15 @@ def run_models_and_evaluation(
     model_stages = train_models(runner, study, datasets, nnunet_root, settings, set_stages)
     aliases = study_aliases(settings, study, datasets)
 
+    # differences against the small real set, the generators' data, and (tumours) classical augmentation alone
+    references = ("real", "pool", *(("real_classical",) if "real_classical" in datasets else ()))
+
     def evaluate() -> None:
         bins = HoldoutBins.from_json(read_json(evaluation_dir(out, study) / "design.json")["bins"])
         evaluate_study(datasets, nnunet_root, evaluation_dir(out, study), bins, settings.nnunet_seeds, aliases,
-                       ("real", "pool"))  # fmt: skip
+                       references)  # fmt: skip
 
-    runner.run(f"evaluate_{study}", {"references": ["real", "pool"], "aliases": aliases}, evaluate,
+    runner.run(f"evaluate_{study}", {"references": list(references), "aliases": aliases}, evaluate,
                inputs=(design_stage, *model_stages))  # fmt: skip
 
 
