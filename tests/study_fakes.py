@@ -35,9 +35,10 @@ def _copy_pairs(datalist: Path, folder: Path, count: int) -> list[tuple[Path, Pa
 def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
     """Replace bundle runs and nnU-Net in :mod:`shared.workflow.stages`; ``calls`` records them."""
 
-    def generate_pairs(folder: Path, count: int, conditions: Any, guidance: float, **_: Any) -> Path:
+    def generate_pairs(folder: Path, count: int, conditions: Any, guidance: float, **options: Any) -> Path:
         folder = Path(folder)
-        calls.append(("generate_pairs", folder.name, count))
+        solvers = {k: v for k, v in options.items() if k.endswith(("_sampler", "_steps"))}
+        calls.append(("generate_pairs", folder.name, count, solvers))
         requests = conditions if isinstance(conditions, list) else list(np.linspace(0.2, 0.8, count))
         rows = [
             {"image": f"images/{image.name}", "label": f"labels/{label.name}", "requested_c": requests[i],
@@ -47,7 +48,7 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
         return write_csv(folder / "manifest.csv", rows)
 
     def run_bundle(bundle: Path, configs: list[str], overrides: dict[str, Any], what: str, **_: Any) -> None:
-        calls.append(("run_bundle", Path(bundle).name, what))
+        calls.append(("run_bundle", Path(bundle).name, what, overrides))
         if "inference" not in configs[0]:
             return  # training: generation is faked as well
         folder, count = Path(overrides["output_dir"]), int(overrides["num_samples"])

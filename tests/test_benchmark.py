@@ -22,6 +22,7 @@ def benchmark(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_harness_measures_fp32_and_the_fast_path_and_writes_both_tables(tmp_path):
     done = benchmark("run", "--bundles", "slice_based_ldm_brats", "--variants", "fp32,channels_last", "--runs", "1",
                      "--warmup", "0", "--steps", "2", "--output_dir", str(tmp_path))  # fmt: skip

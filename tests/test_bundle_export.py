@@ -73,6 +73,7 @@ def label_maps(tmp_path_factory) -> Path:
     return root / "labels"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_exported_zip_runs_without_the_project_and_writes_the_same_volumes(bundle, bare_python, label_maps, tmp_path):
     source = ROOT / "bundles" / bundle

@@ -13,6 +13,8 @@ from conftest import bundle_run as run
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv
 
+pytestmark = pytest.mark.slow  # trains through bundle runs (pytest -m "not slow" skips them)
+
 TINY_MASK = {"autoencoder_channels": [8, 8, 8], "diffusion_channels": [8, 8, 8], "diffusion_head_channels": [0, 0, 8]}
 TINY_SPADE = {**TINY_MASK, "spade_channels": 8, "discriminator_channels": 8}
 

@@ -80,6 +80,7 @@ def test_three_variants_have_the_expected_cases_labels_and_provenance(variants, 
     assert float(row["foreground_ml"]) > 0
 
 
+@pytest.mark.slow
 def test_nnunet_plan_and_preprocess_verifies_all_three_variants(variants):
     raw = next(iter(variants.values())).parent
     env = {
@@ -156,6 +157,7 @@ def test_command_line_assembles_and_reports_bad_input(sources, tmp_path):
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--overwrite" in again.stderr
 
 
+@pytest.mark.slow
 def test_tiny_nnunet_trains_predicts_and_skips_finished_steps(variants, tmp_path):
     """Plan + preprocess + 1 epoch of 2 iterations + prediction of the hold-out; a rerun redoes nothing."""
     root = variants["real"].parent.parent
@@ -180,6 +182,7 @@ def test_tiny_nnunet_trains_predicts_and_skips_finished_steps(variants, tmp_path
     assert "skipped" in rerun.stderr and "training skipped" in rerun.stderr and "prediction skipped" in rerun.stderr
 
 
+@pytest.mark.slow
 def test_seeded_adamw_training_is_repeatable_and_bad_schedules_are_refused(variants):
     """The demo's nnU-Net schedule (AdamW, seeded, augmentation in-process) gives the same weights twice."""
     import shutil

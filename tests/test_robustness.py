@@ -668,6 +668,7 @@ def test_every_row_of_the_robustness_table_is_a_test():
     assert len(rows) >= 40, len(rows)
 
 
+@pytest.mark.slow
 def test_a_socket_is_never_opened_by_inference(tmp_path):
     """Generation with the starter weights, with every socket refused: nothing reaches the network."""
     bundle = tmp_path / "bundle"

@@ -81,6 +81,7 @@ def trained_mask_network():
     return network.eval()
 
 
+@pytest.mark.slow
 def test_dpm_solver_at_many_steps_converges_to_ddim_250_on_a_trained_network():
     from shared.engines.diffusion import make_context, null_context
 
@@ -151,6 +152,7 @@ def mask_overrides(output: Path) -> list[str]:
             "--num_inference_steps", "2"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_one_and_two_gloo_ranks_write_byte_identical_files(tmp_path, monkeypatch):
     # float reductions depend on the thread count; torchrun gives each rank one thread, so the
     # single process gets one too (same threads per process, same bytes)
@@ -185,6 +187,7 @@ def test_one_and_two_gloo_ranks_write_byte_identical_files(tmp_path, monkeypatch
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_generation_killed_mid_way_resumes_with_no_duplicate_and_no_gap(tmp_path):
     mask = scratch_bundle(MASK, tmp_path / "mask")
     out = tmp_path / "maps"

@@ -29,6 +29,8 @@ from shared.conditioning.features import TUMOUR_FEATURE_NAMES
 from shared.demo.dataset import write_tumour_dataset
 from shared.io import read_csv, read_json
 
+pytestmark = pytest.mark.slow  # trains through bundle runs (pytest -m "not slow" skips them)
+
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,16,16]", "--latent_channels", "3", "--diffusion_channels", "[8,16,16]"]
 AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]

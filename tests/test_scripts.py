@@ -98,6 +98,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path):
     assert done.returncode == 2 and "error: grid shape: expected three integers >= 16" in done.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     out = tmp_path / "run"
     # data stages only (--branches none); the segmentation studies train bundles and nnU-Net

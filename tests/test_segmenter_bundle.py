@@ -29,6 +29,8 @@ from shared.export.segmenter_export import export_segmenter
 from shared.io import InputError, read_json
 from shared.segmentation.nnunet_dataset import assemble_dataset
 
+pytestmark = pytest.mark.slow  # trains through bundle runs (pytest -m "not slow" skips them)
+
 SCHEMA = ROOT.parent / "shared" / "model-zoo" / "meta_schema_20240725.json"
 
 

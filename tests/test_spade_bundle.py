@@ -27,6 +27,8 @@ from shared.benchmarks.accuracy_guard import compare_outputs
 from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 
+pytestmark = pytest.mark.slow  # trains through bundle runs (pytest -m "not slow" skips them)
+
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--spade_channels", "8", "--discriminator_channels", "8"]
 AUTOENCODER = ["configs/train_autoencoder.yaml", DEMO]

@@ -68,6 +68,19 @@ def pool_study(tmp_path_factory):
     return out, settings, calls
 
 
+@pytest.mark.slow
+def test_generation_uses_each_generators_solver_from_the_settings(pool_study):
+    _, settings, calls = pool_study
+    mask, image = settings.generation.samplers["mask"], settings.generation.samplers["image"]
+    assert (mask.sampler, mask.steps, image.sampler, image.steps) == ("dpm_solver", 5, "dpm_solver", 15)
+    generated = [c[3] for c in calls if c[0] == "generate_pairs"]
+    assert generated and all(
+        g == {"mask_sampler": "dpm_solver", "mask_steps": 5, "image_sampler": "dpm_solver", "image_steps": 15}
+        for g in generated
+    )
+
+
+@pytest.mark.slow
 def test_every_model_writes_the_ledger_the_plan_gives(pool_study):
     out, settings, _ = pool_study
     plan = plan_study(settings, "ventricles")
@@ -99,6 +112,7 @@ def test_every_model_writes_the_ledger_the_plan_gives(pool_study):
     assert holdout == set(plan.holdout) and all(not holdout & set(entry["training"]) for entry in design["ledgers"])
 
 
+@pytest.mark.slow
 def test_report_gives_the_ledger_every_variant_and_the_bins(pool_study):
     out, settings, _ = pool_study
     report = (out / "report.md").read_text()
@@ -135,6 +149,7 @@ def test_report_gives_the_ledger_every_variant_and_the_bins(pool_study):
     assert "### Image fidelity" in report and "**4 of 4 samples flagged**" in report
 
 
+@pytest.mark.slow
 def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_them(pool_study, monkeypatch):
     out, settings, _ = pool_study
     markers = {p.stem: p.stat().st_mtime_ns for p in (out / ".stages").glob("*.json")}
@@ -155,6 +170,7 @@ def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_t
     assert [c[:3] for c in calls] == [("train_nnunet", 503, 1)]
 
 
+@pytest.mark.slow
 def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_shares_pool_with_real(tmp_path, monkeypatch):
     settings = resolve_settings("study", generators_from="real", **SMALL)
     calls: list = []
@@ -162,6 +178,8 @@ def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_share
     run_studies(tmp_path, settings, ["tumours"])
     trained = [c[2] for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
     assert trained == ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)"]
+    sampled = [c[3] for c in calls if c[0] == "run_bundle" and "pairs" in c[2]]
+    assert sampled and all((s["sampler"], s["num_inference_steps"]) == ("ddim", 10) for s in sampled)
     generators = read_json(tmp_path / "data" / "tumours_prepared" / "generators_datalist.json")
     assert len(generators["training"]) == 6 and len(generators["validation"]) == 2
     ledger = read_ledger(tmp_path / "models" / "slice_based_ldm_brats" / "ledger_diffusion.json")

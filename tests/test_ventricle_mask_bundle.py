@@ -34,6 +34,8 @@ from shared.demo.dataset import write_brain_dataset
 from shared.io import read_csv, read_json
 from shared.labels import SYNTHSEG_LABEL_IDS
 
+pytestmark = pytest.mark.slow  # trains through bundle runs (pytest -m "not slow" skips them)
+
 DEMO = "configs/presets/demo.yaml"
 TINY = ["--autoencoder_channels", "[8,8,8]", "--diffusion_channels", "[8,8,8]", "--diffusion_head_channels", "[0,0,8]"]
 

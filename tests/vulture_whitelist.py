@@ -19,3 +19,5 @@ configure_optimizers  # noqa: B018, F821
 # Neighbour fields, written to memorisation.csv through dataclasses.asdict (evaluation/memorisation.py)
 label_case  # noqa: B018, F821
 feature_case  # noqa: B018, F821
+# pytest reads a test module's marks from its pytestmark variable (the slow bundle-training modules)
+pytestmark  # noqa: B018, F821

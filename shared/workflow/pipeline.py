@@ -213,9 +213,10 @@ def run_demo_pipeline(
         branches: studies to run, comma separated: ``ventricles``, ``tumours``; ``none`` for the data only.
         n_generated: synthetic pairs per study that pass QC (scale: 16; 40 = 2x the real cases).
         samplers: ``(sampler, steps)`` of some generators over the scale's: ``mask`` (the mask LDM),
-            ``image`` (the SPADE LDM), ``tumour`` (the slice LDM); e.g. ``"{'mask': ['dpm_solver', 5],
-            'image': ['dpm_solver', 15]}"`` (the README's "Fewer sampling steps": both hold the papers'
-            quality). Samplers: ``ddim``, ``dpm_solver``, ``pndm``, ``ddpm``. Scale: DDIM 10 for each.
+            ``image`` (the SPADE LDM), ``tumour`` (the slice LDM); e.g. ``"{'tumour': ['ddim', 5]}"``.
+            Samplers: ``ddim``, ``dpm_solver``, ``pndm``, ``ddpm``. Scale: DPM-Solver++ 5 for masks,
+            DPM-Solver++ 15 for images, DDIM 10 for tumours (the README's "Fewer sampling steps": each
+            holds its paper's quality).
         qc_rounds: generation rounds at most; each regenerates the pairs QC rejected (scale: 3).
         nnunet_epochs: nnU-Net epochs per model, one value for both studies (scale: 16 x 25 = 400
             iterations, past the knee of the learning curve on a validation split of the real

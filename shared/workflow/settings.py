@@ -74,9 +74,9 @@ _DEMO: dict[str, Any] = {
     "tumour_holdout": ((8, None, None),),
     # generated pairs
     "n_generated": 16, "generated_c": (0.0, 1.0), "guidance_scale": 2.0, "qc_rounds": 3,
-    # (sampler, steps) of each generator: mask LDM, SPADE LDM (image), slice LDM (tumour); README "Fewer
-    # sampling steps" has the quality per solver and step count
-    "samplers": {"mask": ("ddim", 10), "image": ("ddim", 10), "tumour": ("ddim", 10)},
+    # (sampler, steps) of each generator: mask LDM, SPADE LDM (image), slice LDM (tumour): the recipes that
+    # hold the quality of the papers' samplers (README "Fewer sampling steps")
+    "samplers": {"mask": ("dpm_solver", 5), "image": ("dpm_solver", 15), "tumour": ("ddim", 10)},
     "ventricle_qc": {}, "tumour_qc": {},  # overrides of pair_qc's VentricleQC / TumourQC defaults
     # nnU-Net: AdamW, epochs x 25 iterations per study (scripts/learning_curve.py on a validation split of
     # the real subjects; README "nnU-Net on a CPU schedule"); --nnunet_epochs N sets both studies
