@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shared.demo.dataset import write_tumour_dataset
-from shared.evaluation.brain_shape import brain_reference, check_brain, measure_brain
+from shared.evaluation.brain_shape import brain_mask, brain_reference, check_brain, measure_brain
 from shared.evaluation.image_fidelity import compare_to_real, diversity, frechet_distance, mean_over_planes
 from shared.evaluation.memorisation import audit
 from shared.io import InputError, load_image, load_label_map, read_datalist, voxel_volume_mm3
@@ -70,6 +70,13 @@ def test_a_volume_without_a_brain_fails_the_brain_check(tumours):
     streaky = tumours[0][0].array.copy()
     streaky[..., 16] *= 0.6  # one slice darker than its neighbours: a streak
     assert any(r.startswith("slice jump") for r in check_brain(measure_brain(streaky, voxel_ml), reference))
+    # a brain-sized blob on a grey background (the previous slice-LDM starter's images): its Otsu mask can
+    # have a brain's volume, its border cannot be dark
+    hazy = tumours[0][0].array.copy()
+    hazy[~brain_mask(hazy)] += 0.5 * float(hazy.max())
+    shape = measure_brain(hazy, voxel_ml)
+    assert shape.background > 3 * real.background  # 0.04 for the demo's real images
+    assert any(r.startswith("no dark background") for r in check_brain(shape, reference))
 
 
 def test_an_exact_copy_of_a_training_case_is_flagged_and_a_new_case_is_not(tumours):
@@ -107,3 +114,12 @@ def test_slice_ldm_diagnostics_see_streaks_and_incoherent_latents():
     assert latent_statistics(coherent)["slice_axis_correlation"] > 0.99
     assert abs(latent_statistics(noisy)["slice_axis_correlation"]) < 0.2
     assert len(latent_statistics(noisy)["mean"]) == 3
+
+
+def test_samples_of_several_generation_rounds_keep_distinct_names():
+    from shared.evaluation.pair_fidelity import distinct_names
+
+    paths = [f"g/round_{r}/images/pair_000{i}.nii.gz" for r, i in ((1, 0), (2, 0), (2, 1))]
+    assert distinct_names(paths) == ["round_1/images/pair_0000.nii.gz", "round_2/images/pair_0000.nii.gz",
+                                     "round_2/images/pair_0001.nii.gz"]  # fmt: skip
+    assert distinct_names(["a/x.nii.gz", "a/y.nii.gz"]) == ["x.nii.gz", "y.nii.gz"]

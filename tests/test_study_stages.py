@@ -93,7 +93,8 @@ def test_the_data_scarce_recipe_is_the_starters_with_the_scales_epochs():
     real = stages.generator_recipe("slice_based_ldm_brats", resolve_settings("study", generators_from="real"))
     scarce = SCALES["study"]["scarce_recipes"]["slice_based_ldm_brats"]
     assert pool["preset"] == real["preset"] == "demo"
-    assert real["overrides"] == {**pool["overrides"], "diffusion_epochs": scarce["diffusion_epochs"]}
+    epochs = {k: scarce[k] for k in ("autoencoder_epochs", "diffusion_epochs")}
+    assert real["overrides"] == {**pool["overrides"], **epochs}
     assert real["continuations"] == scarce["continuations"] != pool["continuations"]
     mask = stages.generator_recipe("ventricle_mask_ldm", resolve_settings("study", generators_from="real"))
     assert (

@@ -51,6 +51,20 @@ def _load(pairs: Sequence[Pair]) -> tuple[list[np.ndarray], list[np.ndarray], fl
     return images, labels, voxel_ml
 
 
+def distinct_names(paths: Sequence[str | Path]) -> list[str]:
+    """The shortest trailing parts of each path that tell the files apart.
+
+    ``round_1/images/pair_0000.nii.gz`` and ``round_2/images/pair_0000.nii.gz`` are named down to
+    their rounds (``round_1/images/pair_0000.nii.gz``); files with distinct names keep their names.
+    """
+    parts = [Path(p).parts for p in paths]
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
 def measure_pair_fidelity(
     generated: Sequence[Pair],
     reference: Sequence[Pair],
@@ -120,13 +134,14 @@ def measure_pair_fidelity(
         feature_kind = "2.5D (mean over slices)"
     result = audit(g_unit, [foreground(lab, study) for lab in g_labels], g_features,
                    r_unit, [foreground(lab, study) for lab in r_labels], r_features)  # fmt: skip
-    names = [Path(image).name for image, _ in generated]
-    reference_names = [Path(image).name for image, _ in reference]
+    names = distinct_names([image for image, _ in generated])
+    reference_names = distinct_names([image for image, _ in reference])
     return {
         "distances": rows,
         "diversity": diversity(g_unit, r_unit, seed=seed),
         "brain": {
             "reference_ml": list(brain.brain_ml_range), "reference_max_slice_jump": brain.max_slice_jump,
+            "reference_max_background": brain.max_background,
             "generated_ml": [s.brain_ml for s in brain_generated], "real_ml": [s.brain_ml for s in brain_real],
             "generated_failing": [names[i] for i in failing],
         },

@@ -12,8 +12,9 @@ rules; a pair that fails any check is *rejected* with every reason, separated by
   pieces of at least ``min_piece_voxels``; achieved normalised volume within
   ``max_volume_error`` of the request and centre within ``max_centre_error`` (normalised units).
 - **both**: the image holds a brain (:mod:`shared.evaluation.brain_shape`): its intensity brain
-  mask within ``brain_ml_range`` and no slice-to-slice jump above ``max_slice_jump``. Both come
-  from the real training images (:func:`with_brain_reference`); until they are set the check is off.
+  mask within ``brain_ml_range``, no slice-to-slice jump above ``max_slice_jump``, a background
+  no brighter than ``max_background`` (border over brain intensity). All three come from the
+  real training images (:func:`with_brain_reference`); until they are set the check is off.
 
 :func:`check_manifest` writes the verdicts into the manifest's rows (``qc_status``,
 ``qc_reason``); nnU-Net set assembly skips rejected rows. The tolerances are parameters
@@ -51,8 +52,8 @@ class VentricleQC:
         min_brain_component_fraction: share of the ICV its largest connected piece must hold.
         min_ventricle_component_fraction: share of each lateral ventricle its largest piece must hold.
         icv_tolerance: factors on the real brains' median ICV that give ``icv_range_ml``.
-        brain_ml_range, max_slice_jump, brain_tolerance, slice_jump_tolerance: the brain-shape
-            check of the image (:class:`BrainCheck`).
+        brain_ml_range, max_slice_jump, max_background, brain_tolerance, slice_jump_tolerance,
+            background_tolerance: the brain-shape check of the image (as :class:`TumourQC`).
     """
 
     icv_range_ml: tuple[float, float] = (0.0, float("inf"))
@@ -62,8 +63,10 @@ class VentricleQC:
     icv_tolerance: tuple[float, float] = (0.7, 1.4)
     brain_ml_range: tuple[float, float] = (0.0, float("inf"))
     max_slice_jump: float = float("inf")
+    max_background: float = float("inf")
     brain_tolerance: tuple[float, float] = (0.8, 1.25)
     slice_jump_tolerance: float = 1.5
+    background_tolerance: float = 2.0
 
     def __post_init__(self) -> None:
         low, high = self.icv_range_ml
@@ -94,8 +97,11 @@ class TumourQC:
             images' range times ``brain_tolerance`` (:func:`with_brain_reference`); open until then.
         max_slice_jump: largest accepted slice-to-slice jump; the real images' largest times
             ``slice_jump_tolerance``.
+        max_background: largest accepted border-over-brain intensity; the real images' largest times
+            ``background_tolerance``.
         brain_tolerance: factors on the real images' smallest and largest brain volume.
         slice_jump_tolerance: factor on the real images' largest slice jump.
+        background_tolerance: factor on the real images' largest background ratio.
     """
 
     max_volume_error: float = 0.5
@@ -104,8 +110,10 @@ class TumourQC:
     min_piece_voxels: int = 5
     brain_ml_range: tuple[float, float] = (0.0, float("inf"))
     max_slice_jump: float = float("inf")
+    max_background: float = float("inf")
     brain_tolerance: tuple[float, float] = (0.8, 1.25)
     slice_jump_tolerance: float = 1.5
+    background_tolerance: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("max_volume_error", "max_centre_error"):
@@ -144,20 +152,25 @@ def with_brain_reference(qc: QC, images: Sequence[str | os.PathLike]) -> QC:
     for path in images:
         image = load_image(path)
         shapes.append(measure_brain(image.array, voxel_volume_mm3(image.affine) / 1000.0))
-    reference = brain_reference(shapes, qc.brain_tolerance, qc.slice_jump_tolerance)
-    return replace(qc, brain_ml_range=reference.brain_ml_range, max_slice_jump=reference.max_slice_jump)
+    reference = brain_reference(shapes, qc.brain_tolerance, qc.slice_jump_tolerance, qc.background_tolerance)
+    return replace(
+        qc,
+        brain_ml_range=reference.brain_ml_range,
+        max_slice_jump=reference.max_slice_jump,
+        max_background=reference.max_background,
+    )
 
 
 def check_brain_image(image_path: Path, qc: QC) -> list[str]:
     """The brain-shape reasons to reject one image (none while ``qc``'s brain ranges are open)."""
-    if qc.brain_ml_range == (0.0, float("inf")) and qc.max_slice_jump == float("inf"):
+    if qc.brain_ml_range == (0.0, float("inf")) and qc.max_slice_jump == qc.max_background == float("inf"):
         return []
     from shared.evaluation.brain_shape import BrainReference, check_brain, measure_brain
     from shared.io import load_image
 
     image = load_image(image_path)
     shape = measure_brain(image.array, voxel_volume_mm3(image.affine) / 1000.0)
-    return check_brain(shape, BrainReference(tuple(qc.brain_ml_range), qc.max_slice_jump))
+    return check_brain(shape, BrainReference(tuple(qc.brain_ml_range), qc.max_slice_jump, qc.max_background))
 
 
 def with_reference_icv(qc: VentricleQC, median_icv_ml: float) -> VentricleQC:

@@ -404,9 +404,8 @@ def fixed_lines(settings: StudySettings, study: str, bins: Mapping[str, Any]) ->
     fixed = fixed_settings(settings, study)
     lines = ["### Settings fixed before the run", ""]
     lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in fixed.items() if key != "qc"]
-    qc = ", ".join(
-        f"{k} {v}" for k, v in fixed["qc"].items() if k not in ("icv_range_ml", "brain_ml_range", "max_slice_jump")
-    )
+    measured = ("icv_range_ml", "brain_ml_range", "max_slice_jump", "max_background")  # set from the real images
+    qc = ", ".join(f"{k} {v}" for k, v in fixed["qc"].items() if k not in measured)
     lines += [
         f"- QC: {qc}",
         f"- hold-out bins: {bins['rule']}",
@@ -503,8 +502,9 @@ def fidelity_lines(out: Path, study: str) -> list[str]:
         f"{diversity['real_ms_ssim']:.3f} among as many real ones (difference {diversity['difference']:+.3f}; "
         "higher: more alike).",
         f"- Brain shape: {len(brain['generated_failing'])} of {counts['generated']} accepted images fail the brain "
-        f"check (an intensity brain of {low:.0f}-{high:.0f} mL, as real images give, and no slice-to-slice jump "
-        f"above {brain['reference_max_slice_jump']:.3f}).",
+        f"check (an intensity brain of {low:.0f}-{high:.0f} mL, as real images give, no slice-to-slice jump "
+        f"above {brain['reference_max_slice_jump']:.3f}, a background at most "
+        f"{brain.get('reference_max_background', float('inf')):.2f} of the brain's intensity).",
         f"- Memorisation ({memorisation['features']} features): the closest two distinct real subjects reach image "
         f"correlation {closest['image_correlation']:.3f}, label Dice {closest['label_dice']:.3f}, feature distance "
         f"{closest['feature_distance']:.2f}; the generated samples' nearest training cases: correlation median "
