@@ -39,7 +39,31 @@ LATERAL_VENTRICLES = (4, 43)
 
 
 @dataclass(frozen=True)
-class VentricleQC:
+class BrainCheck:
+    """The brain-shape check of a generated image (:mod:`shared.evaluation.brain_shape`), shared by both kinds of pair.
+
+    Attributes:
+        brain_ml_range: accepted volume (mL) of the image's intensity brain mask; set from the real
+            images' range times ``brain_tolerance`` (:func:`with_brain_reference`); open until then.
+        max_slice_jump: largest accepted slice-to-slice jump; the real images' largest times
+            ``slice_jump_tolerance``.
+        max_background: largest accepted border-over-brain intensity; the real images' largest times
+            ``background_tolerance``.
+        brain_tolerance: factors on the real images' smallest and largest brain volume.
+        slice_jump_tolerance: factor on the real images' largest slice jump.
+        background_tolerance: factor on the real images' largest background ratio.
+    """
+
+    brain_ml_range: tuple[float, float] = (0.0, float("inf"))
+    max_slice_jump: float = float("inf")
+    max_background: float = float("inf")
+    brain_tolerance: tuple[float, float] = (0.8, 1.25)
+    slice_jump_tolerance: float = 1.5
+    background_tolerance: float = 2.0
+
+
+@dataclass(frozen=True)
+class VentricleQC(BrainCheck):
     """Tolerances of ventricle pairs.
 
     These defaults are the ones every command uses (``scripts/check_pairs.py``, the main
@@ -52,8 +76,8 @@ class VentricleQC:
         min_brain_component_fraction: share of the ICV its largest connected piece must hold.
         min_ventricle_component_fraction: share of each lateral ventricle its largest piece must hold.
         icv_tolerance: factors on the real brains' median ICV that give ``icv_range_ml``.
-        brain_ml_range, max_slice_jump, max_background, brain_tolerance, slice_jump_tolerance,
-            background_tolerance: the brain-shape check of the image (as :class:`TumourQC`).
+
+    The brain-shape check's fields come from :class:`BrainCheck`.
     """
 
     icv_range_ml: tuple[float, float] = (0.0, float("inf"))
@@ -61,12 +85,6 @@ class VentricleQC:
     min_brain_component_fraction: float = 0.95
     min_ventricle_component_fraction: float = 0.6
     icv_tolerance: tuple[float, float] = (0.7, 1.4)
-    brain_ml_range: tuple[float, float] = (0.0, float("inf"))
-    max_slice_jump: float = float("inf")
-    max_background: float = float("inf")
-    brain_tolerance: tuple[float, float] = (0.8, 1.25)
-    slice_jump_tolerance: float = 1.5
-    background_tolerance: float = 2.0
 
     def __post_init__(self) -> None:
         low, high = self.icv_range_ml
@@ -83,7 +101,7 @@ class VentricleQC:
 
 
 @dataclass(frozen=True)
-class TumourQC:
+class TumourQC(BrainCheck):
     """Tolerances of tumour pairs (features in the normaliser's units, 0-1 over the training set).
 
     The defaults are the ones every command uses (``scripts/check_pairs.py``, the main command).
@@ -93,27 +111,14 @@ class TumourQC:
         max_centre_error: largest accepted distance of the achieved from the requested centre.
         max_tumour_components: most pieces a whole-tumour mask may have.
         min_piece_voxels: pieces smaller than this are ignored when counting.
-        brain_ml_range: accepted volume (mL) of the image's intensity brain mask; set from the real
-            images' range times ``brain_tolerance`` (:func:`with_brain_reference`); open until then.
-        max_slice_jump: largest accepted slice-to-slice jump; the real images' largest times
-            ``slice_jump_tolerance``.
-        max_background: largest accepted border-over-brain intensity; the real images' largest times
-            ``background_tolerance``.
-        brain_tolerance: factors on the real images' smallest and largest brain volume.
-        slice_jump_tolerance: factor on the real images' largest slice jump.
-        background_tolerance: factor on the real images' largest background ratio.
+
+    The brain-shape check's fields come from :class:`BrainCheck`.
     """
 
     max_volume_error: float = 0.5
     max_centre_error: float = 0.5
     max_tumour_components: int = 2
     min_piece_voxels: int = 5
-    brain_ml_range: tuple[float, float] = (0.0, float("inf"))
-    max_slice_jump: float = float("inf")
-    max_background: float = float("inf")
-    brain_tolerance: tuple[float, float] = (0.8, 1.25)
-    slice_jump_tolerance: float = 1.5
-    background_tolerance: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("max_volume_error", "max_centre_error"):
