@@ -6,6 +6,12 @@ Usage (from the project root)::
     python scripts/make_demo_data.py tumours outputs/demo/tumours --n_cases 20 --radius_range_mm 10,25
     python scripts/make_demo_data.py all     outputs/demo          # both, in <dir>/brains and <dir>/tumours
 
+The same cases in the layouts researchers have (to try the "your own data" path)::
+
+    python scripts/make_demo_data.py brats      outputs/demo/tumours/datalist.json outputs/layouts/brats --edition 2023
+    python scripts/make_demo_data.py freesurfer outputs/demo/brains/datalist.json  outputs/layouts/subjects
+    python scripts/make_demo_data.py synthseg   outputs/demo/brains/datalist.json  outputs/layouts/synthseg
+
 Each dataset folder gets ``images/``, ``labels/``, ``datalist.json`` (MONAI format),
 ``dataset.json`` (parameters, label set) and ``mosaic.png``. The same seed gives
 byte-identical arrays. ``--spacing`` is mm per voxel (one number or three); by default a
@@ -19,6 +25,7 @@ from pathlib import Path
 from shared.bounds import Count, Positive, PositiveFloat
 from shared.cli.runner import run_cli
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+from shared.demo.layouts import write_brats_layout, write_freesurfer_layout, write_synthseg_layout
 
 
 def all_datasets(
@@ -46,4 +53,13 @@ def all_datasets(
 
 
 if __name__ == "__main__":
-    run_cli({"brains": write_brain_dataset, "tumours": write_tumour_dataset, "all": all_datasets})
+    run_cli(
+        {
+            "brains": write_brain_dataset,
+            "tumours": write_tumour_dataset,
+            "all": all_datasets,
+            "brats": write_brats_layout,
+            "freesurfer": write_freesurfer_layout,
+            "synthseg": write_synthseg_layout,
+        }
+    )

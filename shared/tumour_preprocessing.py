@@ -5,7 +5,8 @@ Sources:
 - **BraTS layout**: a folder with one subfolder per case holding the FLAIR (``*flair.nii.gz``,
   or ``*t2f.nii.gz`` in BraTS 2023) and the segmentation (``*seg.nii.gz``);
 - a MONAI **datalist** (``image`` = FLAIR, ``label`` = mask), e.g. the built-in demo tumour
-  cases ``outputs/demo/data/tumours/datalist.json``.
+  cases ``outputs/demo/data/tumours/datalist.json``, or a ``.csv`` table of image, label paths
+  (:mod:`shared.datasets.layouts`).
 
 Every case is checked (FLAIR and mask on one grid), reoriented to RAS (so the last array axis
 runs inferior -> superior and axial slices are ``[..., k]``), resampled to the working grid
@@ -19,12 +20,9 @@ and area maxima of the training split, docs/method.md, section 1).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,73 +38,25 @@ from shared.conditioning.tables import (
     measure_tumour_rows,
     normalise_tumour_rows,
 )
-from shared.io import InputError, load_pair, read_datalist, save_volume, write_csv, write_datalist, write_json
+from shared.datasets.layouts import CaseFiles, find_cases
+from shared.io import InputError, atomic_folder, load_pair, save_volume, write_csv, write_datalist, write_json
 
 logger = logging.getLogger(__name__)
-
-#: File-name patterns (case-insensitive) of the FLAIR and the segmentation in a BraTS case folder.
-FLAIR_PATTERNS: tuple[str, ...] = ("*flair.nii.gz", "*flair.nii", "*t2f.nii.gz", "*t2f.nii")
-SEG_PATTERNS: tuple[str, ...] = ("*seg.nii.gz", "*seg.nii")
 
 #: The working grid of the paper.
 PAPER_SHAPE: tuple[int, int, int] = (192, 192, 96)
 
 
-@dataclass(frozen=True)
-class TumourCaseFiles:
-    """One case: its name, FLAIR and segmentation files, and the subject it shows (default: the case)."""
-
-    case: str
-    image: Path
-    label: Path
-    subject: str = ""
-
-
-def _match_one(folder: Path, patterns: Sequence[str], what: str) -> Path:
-    files = [p for p in sorted(folder.iterdir()) if any(fnmatch.fnmatch(p.name.lower(), pat) for pat in patterns)]
-    if not files:
-        raise InputError(f"{folder}: case folder has no {what} ({' or '.join(patterns)})")
-    if len(files) > 1:
-        raise InputError(f"{folder}: case folder has several {what} files ({', '.join(p.name for p in files)})")
-    return files[0]
-
-
-def find_tumour_cases(source: str | os.PathLike) -> list[TumourCaseFiles]:
-    """The cases of a BraTS-layout folder or a datalist (see the module docstring).
+def find_tumour_cases(source: str | os.PathLike) -> list[CaseFiles]:
+    """The cases of a BraTS-layout folder, a datalist (``.json``) or a table (``.csv``).
 
     Raises:
-        InputError: no such source, no case, a case folder without FLAIR or segmentation.
+        InputError: no such source, no case, a case folder without FLAIR or segmentation, two
+            cases of one name (see :func:`shared.datasets.layouts.find_cases`).
     """
     source = Path(source)
-    if source.suffix.lower() == ".json":
-        items = read_datalist(source)
-        cases = []
-        for index, item in enumerate(items):
-            if "image" not in item or "label" not in item:
-                raise InputError(f"{source}: datalist item {index} needs both 'image' and 'label'")
-            name = str(item.get("case") or Path(item["label"]).name.split(".")[0])
-            subject = str(item.get("subject") or name)
-            cases.append(TumourCaseFiles(name, Path(item["image"]), Path(item["label"]), subject))
-        first: dict[str, TumourCaseFiles] = {}
-        for case in cases:
-            if case.case in first:
-                raise InputError(
-                    f"{case.label}: case name '{case.case}' is also that of {first[case.case].label}; "
-                    "give the items distinct 'case' fields"
-                )
-            first[case.case] = case
-        return cases
-    if not source.is_dir():
-        raise InputError(f"{source}: no such folder or datalist")
-    folders = [p for p in sorted(source.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    if not folders:
-        raise InputError(f"{source}: no case folders (BraTS layout: one folder per case with FLAIR and seg)")
-    return [
-        TumourCaseFiles(
-            f.name, _match_one(f, FLAIR_PATTERNS, "FLAIR"), _match_one(f, SEG_PATTERNS, "segmentation"), f.name
-        )
-        for f in folders
-    ]
+    layout = {".json": "datalist", ".csv": "csv"}.get(source.suffix.lower(), "brats")
+    return list(find_cases(source, layout).cases)
 
 
 def resampled_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
@@ -133,9 +83,7 @@ def min_max_to_signed_unit(image: np.ndarray) -> np.ndarray:
     return (2.0 * (image - low) / (high - low) - 1.0).astype(np.float32)
 
 
-def preprocess_case(
-    case: TumourCaseFiles, shape: Sequence[int] = PAPER_SHAPE
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def preprocess_case(case: CaseFiles, shape: Sequence[int] = PAPER_SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(image in [-1, 1], mask 0/1 uint8, affine)`` of one case on the working grid ``shape``.
 
     Raises:
@@ -178,33 +126,15 @@ def prepare_tumour_dataset(
         raise InputError(f"validation_fraction: expected a value in [0, 1), got {validation_fraction}")
     cases = find_tumour_cases(source)
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"{output_dir}: is a file, expected the output folder")
     # built in a hidden partial folder and renamed into place: a failed run leaves an earlier
     # preparation whole, and a rerun holds no stale case of an earlier, larger source
-    partial = output_dir.parent / f".{output_dir.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_folder(output_dir) as partial:
         _write_prepared(cases, source, partial, shape, validation_fraction)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    replace_folder(partial, output_dir)
     return output_dir / "datalist.json"
 
 
-def replace_folder(built: Path, target: Path) -> None:
-    """Put the finished folder ``built`` at ``target``, removing what was there (two renames)."""
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    built.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_prepared(
-    cases: Sequence[TumourCaseFiles],
+    cases: Sequence[CaseFiles],
     source: str | os.PathLike,
     output_dir: Path,
     shape: tuple[int, ...],
