@@ -184,7 +184,7 @@ def save_error_plot(
         left.boxplot(errors, positions=[index], widths=0.5, showfliers=False)
         left.scatter(index + rng.uniform(-0.15, 0.15, errors.size), errors, s=14, color=colour, alpha=0.8, zorder=3)
         right.scatter(truth, errors, s=16, color=colour, alpha=0.8, label=model)
-    left.set_xticks(range(len(models)), list(models))
+    left.set_xticks(range(len(models)), list(models), rotation=25, ha="right")  # long names must not overlap
     left.set(title="Absolute volume error per model", ylabel="|predicted - truth| (mL)")
     right.axvline(volume_threshold_ml, color="grey", linestyle="--", linewidth=1, label=f"{volume_threshold_ml:g} mL")
     right.set(title="Error against ground-truth volume", xlabel="truth volume (mL)", ylabel="absolute error (mL)")
