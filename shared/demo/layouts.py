@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -103,7 +104,9 @@ def _to_uint_range(image: np.ndarray, top: float) -> np.ndarray:
     return np.clip(image * scale, 0, top)
 
 
-def write_brats_layout(datalist: str | os.PathLike, output_dir: str | os.PathLike, edition: int = 2021) -> Path:
+def write_brats_layout(
+    datalist: str | os.PathLike, output_dir: str | os.PathLike, edition: Literal[2021, 2023] = 2021
+) -> Path:
     """Write the demo tumour cases of ``datalist`` as BraTS case folders; returns ``output_dir``.
 
     Args:
