@@ -10,10 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import save_nifti
+from conftest import run_script, save_nifti
 from shared.datasets.label_rules import AnatomyLabels, WholeTumour
 from shared.datasets.layouts import CaseFiles, detect_layout, find_cases
 from shared.datasets.reading import WorkingGrid, read_case
+from shared.datasets.working_set import write_working_set
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
 from shared.demo.layouts import (
     BRATS_SHAPE,
@@ -251,3 +252,69 @@ def test_working_grid_is_validated():
         WorkingGrid((4, 32, 32), (1.0, 1.0, 1.0))
     with pytest.raises(InputError, match="spacing must be three positive"):
         WorkingGrid((32, 32, 32), (1.0, 0.0, 1.0))
+
+
+def brats_2023_case(root, name, tumour=True):
+    """A tiny BraTS 2023 case folder: a bright cube of brain with a small tumour (ids 1/2/3)."""
+    image = np.zeros((16, 16, 16), dtype=np.int16)
+    image[3:13, 3:13, 3:13] = 400
+    seg = np.zeros((16, 16, 16), dtype=np.int16)
+    if tumour:
+        seg[6:10, 6:10, 6:10] = 2
+        seg[7:9, 7:9, 7:9] = 3
+    save_nifti(root / name / f"{name}-t2f.nii.gz", image)
+    save_nifti(root / name / f"{name}-seg.nii.gz", seg)
+
+
+def test_working_set_keeps_every_timepoint_of_a_subject_on_one_side_of_the_split(tmp_path):
+    for name in ("BraTS-GLI-00001-000", "BraTS-GLI-00002-000", "BraTS-GLI-00003-000", "BraTS-GLI-00003-001"):
+        brats_2023_case(tmp_path / "brats", name)
+    datalist = write_working_set(
+        tmp_path / "brats", tmp_path / "set", "tumours", (16, 16, 16), (1.0, 1.0, 1.0), validation_fraction=0.34
+    )
+    training, validation = read_datalist(datalist, ["training"]), read_datalist(datalist, ["validation"])
+    assert [item["case"] for item in validation] == ["BraTS-GLI-00003-000", "BraTS-GLI-00003-001"]
+    assert {item["subject"] for item in training} == {"BraTS-GLI-00001", "BraTS-GLI-00002"}
+    mask = load_volume(training[0]["label"])
+    assert mask.array.shape == (16, 16, 16) and int(mask.array.sum()) == 64  # sub-regions 2 and 3 merged
+    description = json.loads((tmp_path / "set" / "dataset.json").read_text())
+    assert description["layout"] == "brats" and description["skipped"] == []
+
+
+def test_working_set_stops_on_a_bad_case_with_nothing_written_or_lists_it_when_told(tmp_path):
+    brats_2023_case(tmp_path / "brats", "BraTS-GLI-00001-000")
+    brats_2023_case(tmp_path / "brats", "BraTS-GLI-00002-000")
+    (tmp_path / "brats" / "BraTS-GLI-00002-000" / "BraTS-GLI-00002-000-seg.nii.gz").write_bytes(b"not a volume")
+    grid = ((16, 16, 16), (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match=r"BraTS-GLI-00002-000-seg.nii.gz: cannot read volume"):
+        write_working_set(tmp_path / "brats", tmp_path / "set", "tumours", *grid)
+    assert not (tmp_path / "set").exists() and not list(tmp_path.glob(".set*"))
+    datalist = write_working_set(tmp_path / "brats", tmp_path / "set", "tumours", *grid, skip_bad=True)
+    assert [item["case"] for item in read_datalist(datalist)] == ["BraTS-GLI-00001-000"]
+    skipped = json.loads((tmp_path / "set" / "dataset.json").read_text())["skipped"]
+    assert skipped[0]["case"] == "BraTS-GLI-00002-000" and "cannot read volume" in skipped[0]["reason"]
+
+
+@pytest.mark.slow
+def test_freesurfer_subjects_become_a_working_set_the_other_tools_read(demo_sets, tmp_path):
+    done = run_script(
+        "prepare_dataset.py", str(demo_sets["freesurfer"]), str(tmp_path / "brains"), "brains", "32,32,32", "6,6,6"
+    )
+    assert done.returncode == 0, done.stderr
+    items = read_datalist(tmp_path / "brains" / "datalist.json")
+    assert [(item["case"], item["subject"]) for item in items] == [("sub-000", "sub-000"), ("sub-001", "sub-001")]
+    labels = load_volume(items[0]["label"])
+    assert labels.array.shape == (32, 32, 32) and set(np.unique(labels.array).tolist()) <= set(SYNTHSEG_LABEL_IDS)
+
+
+def test_prepare_dataset_refuses_a_grid_too_small_in_one_line(tmp_path):
+    brats_2023_case(tmp_path / "brats", "BraTS-GLI-00001-000")
+    done = run_script(
+        "prepare_dataset.py", str(tmp_path / "brats"), str(tmp_path / "out"), "tumours", "4,16,16", "1,1,1"
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "error: working grid: shape must be three integers >= 8, got (4, 16, 16)"
+    )
+    assert not (tmp_path / "out").exists()
