@@ -22,7 +22,6 @@ Nothing is read here but names: :mod:`shared.datasets.reading` loads the volumes
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import os
 import re
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.io import VOLUME_SUFFIXES, InputError, item_subject, read_datalist
+from shared.io import VOLUME_SUFFIXES, InputError, item_subject, read_csv, read_datalist
 
 LAYOUTS: tuple[str, ...] = ("brats", "freesurfer", "synthseg", "datalist", "csv")
 
@@ -181,12 +180,8 @@ def _datalist_cases(source: Path) -> list[CaseFiles]:
 
 
 def _csv_cases(source: Path) -> list[CaseFiles]:
-    try:
-        with open(source, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-            columns = set(rows[0]) if rows else set()
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"{source}: cannot read table ({error})") from error
+    rows = read_csv(source)
+    columns = set(rows[0]) if rows else set()
     if not rows:
         raise InputError(f"{source}: table has no rows")
     missing = [name for name in ("image", "label") if name not in columns]

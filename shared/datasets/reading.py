@@ -20,7 +20,7 @@ scanner's space: a prediction saved with that affine overlays the source image i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,13 +121,13 @@ def read_case(
     mask = (source.numpy()[0] > 0) if foreground == "label" else (np.abs(source.numpy()[0]) > 1e-6)
     if not mask.any():
         raise InputError(f"{case.label if foreground == 'label' else case.image}: no {foreground} voxel to centre on")
-    extent = _extent_mm(mask, grid.spacing)
+    crop = CropForeground(select_fn=lambda _: torch.as_tensor(mask[None]), margin=0, allow_smaller=True)
+    box_start, box_end = crop.compute_bounding_box(image)
+    extent = (np.asarray(box_end) - np.asarray(box_start)) * np.asarray(grid.spacing)
     too_big = [axis for axis in range(3) if extent[axis] > grid.fov_mm[axis] + 1e-6]
     if too_big:
         spans = ", ".join(f"axis {a}: {extent[a]:.0f} mm > {grid.fov_mm[a]:.0f} mm" for a in too_big)
         raise InputError(f"{case.image}: head larger than the working field of view ({spans})")
-    crop = CropForeground(select_fn=lambda _: torch.as_tensor(mask[None]), margin=0, allow_smaller=True)
-    box_start, box_end = crop.compute_bounding_box(image)
     image, label = crop.crop_pad(image, box_start, box_end), crop.crop_pad(label, box_start, box_end)
     fit = ResizeWithPadOrCrop(spatial_size=grid.shape, mode="constant")
     image, label = fit(image), fit(label)
@@ -137,13 +137,3 @@ def read_case(
         label=np.rint(label.numpy()[0]).astype(ruled.dtype),
         affine=np.asarray(image.affine, dtype=np.float64),
     )
-
-
-def _extent_mm(mask: np.ndarray, spacing: Sequence[float]) -> list[float]:
-    """Length in mm of ``mask``'s bounding box along each axis."""
-    extent = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        extent.append(float(present[-1] - present[0] + 1) * float(spacing[axis]))
-    return extent
