@@ -216,6 +216,24 @@ CASES = [
          ["dataset", "synthetic", "8", "X", "--synthetic", "{brains}", "--n_synthetic", "0", "--nnunet_raw",
           "{tmp}/raw"],
          "error: variant 'synthetic': no training pairs selected", absent=["raw/Dataset008_X"]),
+    # ------------------------------------------------------------------ your own data (prepare_dataset.py)
+    Case("source-in-no-known-layout", "prepare_dataset.py", ["{tmp}/mine", "{tmp}/set", "brains", "32,32,32", "6,6,6"],
+         "error: {tmp}/mine: no known layout (brats:", absent=["set"], setup=_write("mine/notes.txt", "x")),
+    Case("unknown-layout-name", "prepare_dataset.py",
+         ["{brains}", "{tmp}/set", "brains", "32,32,32", "6,6,6", "--layout", "nifti"],
+         "error: --layout: 'nifti' is not one of", absent=["set"]),
+    Case("working-grid-too-small", "prepare_dataset.py", ["{tumours}", "{tmp}/set", "tumours", "4,64,64", "3,3,3"],
+         "error: working grid: shape must be three integers >= 8, got (4, 64, 64)", absent=["set"]),
+    Case("case-folder-without-segmentation", "prepare_dataset.py",
+         ["{tmp}/brats", "{tmp}/set", "tumours", "64,64,64", "3,3,3", "--layout", "brats"],
+         "error: {tmp}/brats/BraTS2021_00001: no segmentation", absent=["set"],
+         setup=_write("brats/BraTS2021_00001/BraTS2021_00001_flair.nii.gz", b"x")),
+    Case("tumour-ids-not-in-the-segmentation", "prepare_dataset.py",
+         ["{tumours}", "{tmp}/set", "tumours", "64,64,64", "3,3,3", "--tumour_ids", "2,4"],
+         "label ids [1] are not tumour ids [2, 4] or background", absent=["set"]),
+    Case("head-larger-than-the-working-grid", "prepare_dataset.py",
+         ["{brains}", "{tmp}/set", "brains", "8,8,8", "6,6,6"],
+         "head larger than the working field of view", absent=["set"]),
 ]  # fmt: skip
 
 
