@@ -2,8 +2,9 @@
 
 For each case (:class:`~shared.datasets.layouts.CaseFiles`):
 
-1. image and label are read with :func:`shared.io.load_pair` (nibabel: FreeSurfer ``.mgz`` files
-   are big-endian, which MONAI's own reader refuses); an image on another grid than its label
+1. image and label are read with :func:`shared.io.load_image` / :func:`shared.io.load_label_map`
+   (nibabel: FreeSurfer ``.mgz`` files are big-endian, which MONAI's own reader refuses); an image
+   on another grid than its label
    (SynthSeg writes 1 mm segmentations of any input) is first resampled onto the label's grid
    (:class:`monai.transforms.ResampleToMatch`, bilinear);
 2. both are reoriented to RAS (:class:`monai.transforms.Orientation`) and resampled to the
@@ -117,8 +118,7 @@ def read_case(
         image = ResampleToMatch(mode="bilinear", padding_mode="zeros")(image, label)
     ruled = label_rule(np.rint(label.numpy()[0]).astype(np.int32), str(case.label))
     label = _meta_tensor(ruled, np.asarray(label.affine))
-    source = label if foreground == "label" else image
-    mask = (source.numpy()[0] > 0) if foreground == "label" else (np.abs(source.numpy()[0]) > 1e-6)
+    mask = label.numpy()[0] > 0 if foreground == "label" else np.abs(image.numpy()[0]) > 1e-6
     if not mask.any():
         raise InputError(f"{case.label if foreground == 'label' else case.image}: no {foreground} voxel to centre on")
     crop = CropForeground(select_fn=lambda _: torch.as_tensor(mask[None]), margin=0, allow_smaller=True)

@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from shared.io import InputError, atomic_folder, load_image, load_label_map, read_datalist, save_volume
+from shared.datasets.layouts import CaseFiles, find_cases
+from shared.io import InputError, atomic_folder, load_image, load_label_map, save_volume
 
 #: BraTS's grid: 240 x 240 x 155 voxels of 1 mm.
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)
@@ -91,12 +92,9 @@ def tumour_subregions(mask: np.ndarray, ids: tuple[int, int, int]) -> np.ndarray
     return regions
 
 
-def _demo_cases(datalist: str | os.PathLike) -> list[dict]:
-    items = read_datalist(datalist)
-    missing = [i for i, item in enumerate(items) if "image" not in item or "label" not in item]
-    if missing:
-        raise InputError(f"{datalist}: item {missing[0]} needs 'image' and 'label'")
-    return items
+def _demo_cases(datalist: str | os.PathLike) -> tuple[CaseFiles, ...]:
+    """The image + label files of a demo dataset's datalist (each file checked to exist)."""
+    return find_cases(datalist, "datalist").cases
 
 
 def _to_uint_range(image: np.ndarray, top: float) -> np.ndarray:
@@ -116,18 +114,18 @@ def write_brats_layout(
     """
     if edition not in BRATS_EDITIONS:
         raise InputError(f"BraTS edition: expected one of {sorted(BRATS_EDITIONS)}, got {edition!r}")
-    items = _demo_cases(datalist)
+    cases = _demo_cases(datalist)
     target = centred_affine(BRATS_SHAPE, ((0, -1.0), (1, -1.0), (2, 1.0)))
     with atomic_folder(output_dir) as partial:
-        for index, item in enumerate(tqdm(items, desc=f"BraTS {edition} layout", disable=None)):
-            image, mask = load_image(item["image"]), load_label_map(item["label"])
+        for index, case in enumerate(tqdm(cases, desc=f"BraTS {edition} layout", disable=None)):
+            image, mask = load_image(case.image), load_label_map(case.label)
             flair = resample_onto(image.array, image.affine, BRATS_SHAPE, target, order=1)
             whole = resample_onto(mask.array > 0, mask.affine, BRATS_SHAPE, target, order=1) >= 0.5
-            case = f"BraTS2021_{index:05d}" if edition == 2021 else f"BraTS-GLI-{index:05d}-000"
-            names = (f"{case}_flair", f"{case}_seg") if edition == 2021 else (f"{case}-t2f", f"{case}-seg")
+            name = f"BraTS2021_{index:05d}" if edition == 2021 else f"BraTS-GLI-{index:05d}-000"
+            names = (f"{name}_flair", f"{name}_seg") if edition == 2021 else (f"{name}-t2f", f"{name}-seg")
             regions = tumour_subregions(whole, BRATS_EDITIONS[edition])
-            save_volume(partial / case / f"{names[0]}.nii.gz", np.rint(_to_uint_range(flair, 1000.0)), target, np.int16)
-            save_volume(partial / case / f"{names[1]}.nii.gz", regions, target, np.int16)
+            save_volume(partial / name / f"{names[0]}.nii.gz", np.rint(_to_uint_range(flair, 1000.0)), target, np.int16)
+            save_volume(partial / name / f"{names[1]}.nii.gz", regions, target, np.int16)
     return Path(output_dir)
 
 
@@ -150,11 +148,11 @@ def write_freesurfer_layout(datalist: str | os.PathLike, output_dir: str | os.Pa
         datalist: a demo brain dataset's ``datalist.json`` (``make_demo_data.py brains``).
         output_dir: the ``SUBJECTS_DIR`` to write (replaced whole once written).
     """
-    items = _demo_cases(datalist)
+    cases = _demo_cases(datalist)
     lia = centred_affine(CONFORMED_SHAPE, ((0, -1.0), (2, -1.0), (1, 1.0)))
     with atomic_folder(output_dir) as partial:
-        for index, item in enumerate(tqdm(items, desc="FreeSurfer layout", disable=None)):
-            image, labels = load_image(item["image"]), load_label_map(item["label"])
+        for index, case in enumerate(tqdm(cases, desc="FreeSurfer layout", disable=None)):
+            image, labels = load_image(case.image), load_label_map(case.label)
             t1 = _to_uint_range(resample_onto(image.array, image.affine, CONFORMED_SHAPE, lia, order=1), 255.0)
             aseg = resample_onto(labels.array, labels.affine, CONFORMED_SHAPE, lia, order=0).astype(np.int32)
             mri = partial / f"sub-{index:03d}" / "mri"
@@ -171,10 +169,10 @@ def write_synthseg_layout(datalist: str | os.PathLike, output_dir: str | os.Path
         datalist: a demo brain dataset's ``datalist.json`` (``make_demo_data.py brains``).
         output_dir: the folder of image and segmentation files (replaced whole once written).
     """
-    items = _demo_cases(datalist)
+    cases = _demo_cases(datalist)
     with atomic_folder(output_dir) as partial:
-        for index, item in enumerate(tqdm(items, desc="SynthSeg layout", disable=None)):
-            image, labels = load_image(item["image"]), load_label_map(item["label"])
+        for index, case in enumerate(tqdm(cases, desc="SynthSeg layout", disable=None)):
+            image, labels = load_image(case.image), load_label_map(case.label)
             shape = tuple(int(round(v)) for v in np.abs(np.diag(labels.affine)[:3]) * np.asarray(labels.array.shape))
             one_mm = centred_affine(shape, ((0, 1.0), (1, 1.0), (2, 1.0)))
             one_mm[:3, 3] += labels.affine[:3, :3] @ ((np.asarray(labels.array.shape) - 1) / 2) + labels.affine[:3, 3]
