@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.export.starter_weights import STARTER_FOLDER
-from shared.workflow.demo_recipes import DemoRecipe, parts_subjects
+from shared.workflow.demo_recipes import parts_subjects
 from shared.workflow.ledger import Ledger
-from shared.workflow.settings import VARIANTS, StudySettings
+from shared.workflow.settings import VARIANTS, DataSet, StudySettings
 from shared.workflow.starter_ledgers import read_starter_ledgers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +36,28 @@ GENERATOR_STAGES = ("autoencoder", "diffusion")
 REAL_PROTOCOL_VALIDATION = 2
 
 
-def real_recipe(settings: StudySettings, study: str) -> DemoRecipe:
+def real_recipe(settings: StudySettings, study: str) -> DataSet:
     return settings.brains if study == "ventricles" else settings.tumours
+
+
+def generator_source(settings: StudySettings, study: str, bundle: str) -> str:
+    """Where ``bundle``'s weights come from in ``study``.
+
+    ``starter`` (the bundle's starter weights), ``weights`` (a folder in the starter layout the
+    study file names), ``pool_set`` (trained in the run on the study file's pool set) or ``real``
+    (trained in the run on the real training subjects).
+    """
+    if settings.generators_from == "real":
+        return "real"
+    if bundle in settings.generator_weights:
+        return "weights"
+    return "pool_set" if study in settings.pools else "starter"
+
+
+def weights_folder(settings: StudySettings, bundle: str) -> Path:
+    """The starter-layout folder a ``starter`` or ``weights`` generator is installed from."""
+    named = settings.generator_weights.get(bundle)
+    return Path(named) if named else ROOT / "bundles" / bundle / STARTER_FOLDER
 
 
 def generators_training_datalist_sections(recipe_subjects: list[str]) -> dict[str, list[str]]:
@@ -59,7 +79,7 @@ class StudyPlan:
         holdout: the hold-out's subjects.
         real: the small real training set's subjects.
         pool: the subjects the generators learnt from (the ``pool`` variant's).
-        pool_recipes: the demo recipes of the pool's data (drawn again for the ``pool`` variant).
+        pool_recipes: the data sets of the pool (drawn or read again for the ``pool`` variant).
     """
 
     generators: tuple[Ledger, ...]
@@ -67,31 +87,37 @@ class StudyPlan:
     holdout: tuple[str, ...]
     real: tuple[str, ...]
     pool: tuple[str, ...]
-    pool_recipes: tuple[DemoRecipe, ...]
+    pool_recipes: tuple[DataSet, ...]
 
     def ledgers(self) -> tuple[Ledger, ...]:
         return (*self.generators, *self.segmenters)
 
 
-def generator_plan(settings: StudySettings, study: str) -> tuple[list[Ledger], list[DemoRecipe]]:
-    """The generator stages' ledgers, and the recipes of the data they learnt from."""
+def generator_plan(settings: StudySettings, study: str) -> tuple[list[Ledger], list[DataSet]]:
+    """The generator stages' ledgers, and the data sets they learnt from (drawn or read again for ``pool``)."""
     ledgers: list[Ledger] = []
-    recipes: list[DemoRecipe] = []
+    recipes: list[DataSet] = []
     real = real_recipe(settings, study)
     for bundle, name in STUDY_GENERATORS[study]:
-        if settings.generators_from == "pool":
-            for stage, ledger, recipe in read_starter_ledgers(ROOT / "bundles" / bundle / STARTER_FOLDER):
+        source = generator_source(settings, study, bundle)
+        if source in ("starter", "weights"):
+            for stage, ledger, recipe in read_starter_ledgers(weights_folder(settings, bundle)):
                 ledgers.append(Ledger(f"{name} {stage}", study, ledger.training, ledger.validation,
                                       value_range=ledger.value_range, source=ledger.source))  # fmt: skip
                 if recipe not in recipes:
                     recipes.append(recipe)
+            continue
+        if source == "pool_set":
+            data, words = settings.pools[study], "the study's pool set"
+            split = data.subjects()
         else:
+            data, words = real, "the study's real training subjects"
             split = generators_training_datalist_sections(real.all_subjects())
-            for stage in GENERATOR_STAGES:
-                ledgers.append(Ledger(f"{name} {stage}", study, tuple(split["training"]), tuple(split["validation"]),
-                                      source="the study's real training subjects"))  # fmt: skip
-            if real not in recipes:
-                recipes.append(real)
+        for stage in GENERATOR_STAGES:
+            ledgers.append(Ledger(f"{name} {stage}", study, tuple(split["training"]), tuple(split["validation"]),
+                                  source=words))  # fmt: skip
+        if data not in recipes:
+            recipes.append(data)
     return ledgers, recipes
 
 

@@ -25,6 +25,7 @@ from shared.conditioning.tables import TUMOURS, VENTRICLES
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
 from shared.demo.grid import make_grid
 from shared.io import InputError, read_datalist, read_json, write_csv, write_json
+from shared.workflow.demo_recipes import DemoRecipe
 from shared.workflow.settings import STUDIES, StudySettings, resolve_settings
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def run_demo_pipeline(
     spacing: Sequence[PositiveFloat] | PositiveFloat | None = None,
     tumour_shape: Sequence[Positive] | None = None,
     seed: Count | None = None,
-    branches: str | Sequence[str] = STUDIES,
+    branches: str | Sequence[str] | None = None,
     n_generated: Positive | None = None,
     samplers: Mapping[str, Sequence[Any]] | None = None,
     qc_rounds: Positive | None = None,
@@ -175,6 +176,7 @@ def run_demo_pipeline(
     nnunet_optimizer: str | None = None,
     nnunet_lr: PositiveFloat | None = None,
     device: str | None = None,
+    study: str | os.PathLike | None = None,
     force: bool = False,
 ) -> Path:
     """The whole story on the built-in demo data, at ``--scale demo`` or ``study``; returns the report's path.
@@ -228,10 +230,25 @@ def run_demo_pipeline(
             (nnU-Net's own, for its full schedule: ``--nnunet_epochs 1000 --nnunet_iterations 250 --nnunet_lr 0.01``).
         nnunet_lr: nnU-Net's initial learning rate (scale: 3e-3).
         device: ``cpu`` (scale default) or ``cuda`` for the bundles and nnU-Net.
+        study: a study file (YAML; ``docs/your_own_data.md``): the user's own data, the scale, the
+            studies and any setting, checked as a whole before anything is written. With it, give
+            only ``--output_dir`` (default ``outputs/<study file name>``) and ``--force``; the run
+            writes the study as resolved to ``<output_dir>/study.yaml``.
         force: rerun every stage even when it finished before.
     """
     if not isinstance(force, bool):
         raise InputError(f"--force: a flag (true/false), got {force!r}")
+    if study is not None:
+        beside = {"scale": scale if scale != "demo" else None, "generators_from": generators_from,
+                  "n_brains": n_brains, "n_tumours": n_tumours, "shape": shape, "spacing": spacing,
+                  "tumour_shape": tumour_shape, "seed": seed, "branches": branches, "n_generated": n_generated,
+                  "samplers": samplers, "qc_rounds": qc_rounds, "nnunet_epochs": nnunet_epochs,
+                  "nnunet_iterations": nnunet_iterations, "nnunet_seeds": nnunet_seeds,
+                  "nnunet_optimizer": nnunet_optimizer, "nnunet_lr": nnunet_lr, "device": device}  # fmt: skip
+        given = [name for name, value in beside.items() if value is not None]
+        if given:
+            raise InputError(f"--{given[0]}: with --study, set it in the study file (its settings), not beside it")
+        return run_study_file(study, output_dir, force)
     settings = resolve_settings(
         scale, generators_from=generators_from, n_brains=n_brains, n_tumours=n_tumours, shape=shape,
         spacing=spacing, tumour_shape=tumour_shape, seed=seed, n_generated=n_generated,
@@ -240,12 +257,28 @@ def run_demo_pipeline(
         nnunet_lr=nnunet_lr, device=device,
     )  # fmt: skip
     output_dir = Path(f"outputs/{scale}" if output_dir is None else output_dir).resolve()
-    return run_studies(output_dir, settings, _studies(branches), force)
+    return run_studies(output_dir, settings, _studies(STUDIES if branches is None else branches), force)
+
+
+def run_study_file(path: str | os.PathLike, output_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """The main command for a study file (see :mod:`shared.workflow.study_file`); returns the report's path.
+
+    The file is checked as a whole first; the study as resolved (every default filled in) is
+    written to ``<output_dir>/study.yaml`` before the first stage, so the run can be repeated
+    exactly with ``--study <output_dir>/study.yaml``.
+    """
+    from shared.workflow.study_file import load_study, write_resolved
+
+    study = load_study(path)
+    output_dir = Path(f"outputs/{study.path.stem}" if output_dir is None else output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved(study, output_dir)
+    return run_studies(output_dir, study.settings, study.studies, force)
 
 
 def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool = False) -> Path:
     """The main command's stages for resolved ``settings`` (see :func:`run_demo_pipeline`); returns the report."""
-    from shared.workflow.design import plan_study
+    from shared.workflow.design import generator_source, plan_study, weights_folder
     from shared.workflow.report import write_report
     from shared.workflow.stages import (
         MASK_BUNDLE,
@@ -257,23 +290,31 @@ def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str
 
     brains, tumours = settings.brains, settings.tumours
     make_grid(brains.shape, brains.spacing)  # validate before anything is written
-    make_grid(tumours.shape, None)
-    if "ventricles" in studies and settings.generators_from == "pool":
+    make_grid(tumours.shape, None if isinstance(tumours, DemoRecipe) else tumours.spacing)
+    if "ventricles" in studies:
         for bundle in (MASK_BUNDLE, SPADE_BUNDLE):
-            check_starter_grid(bundle, list(brains.shape))
+            if generator_source(settings, "ventricles", bundle.name) in ("starter", "weights"):
+                where = "--shape" if isinstance(brains, DemoRecipe) else "data.ventricles.grid.shape"
+                check_starter_grid(weights_folder(settings, bundle.name), list(brains.shape), where)
     for study in studies:
         plan_study(settings, study)  # the starter ledgers exist and the variants are known
     runner = StageRunner(output_dir, force=force)
     data = output_dir / "data"
-    runner.run(
-        "demo_brains", brains.params(),
-        lambda: write_brain_dataset(data / "brains", brains.n_cases, brains.shape, brains.spacing, brains.seed,
-                                    (brains.low, brains.high)),
-    )  # fmt: skip
-    runner.run(
-        "demo_tumours", {"n": tumours.n_cases, "shape": list(tumours.shape), "seed": tumours.seed},
-        lambda: write_tumour_dataset(data / "tumours", tumours.n_cases, tumours.shape, None, tumours.seed),
-    )  # fmt: skip
+    if isinstance(brains, DemoRecipe):
+        write_brains = lambda: write_brain_dataset(  # noqa: E731
+            data / "brains", brains.n_cases, brains.shape, brains.spacing, brains.seed, (brains.low, brains.high)
+        )
+    else:
+        write_brains = lambda: brains.write_raw(data / "brains")  # noqa: E731
+    runner.run("demo_brains", brains.params(), write_brains)
+    if isinstance(tumours, DemoRecipe):
+        tumour_params = {"n": tumours.n_cases, "shape": list(tumours.shape), "seed": tumours.seed}
+        write_tumours = lambda: write_tumour_dataset(  # noqa: E731
+            data / "tumours", tumours.n_cases, tumours.shape, None, tumours.seed
+        )
+    else:  # on the working grid; the tumour study's prepare_tumours stage prepares them for the slice LDM
+        tumour_params, write_tumours = tumours.params(), lambda: tumours.write_raw(data / "tumours")
+    runner.run("demo_tumours", tumour_params, write_tumours)
     runner.run(
         "conditions", {},
         lambda: write_condition_tables(data / "brains" / "datalist.json", data / "tumours" / "datalist.json",

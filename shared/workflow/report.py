@@ -577,11 +577,13 @@ def data_lines(output_dir: Path) -> list[str]:
 
     ventricles = read_csv(output_dir / "conditions" / "ventricles.csv")
     tumours = read_csv(output_dir / "conditions" / "tumours.csv")
-    enlargement = {
-        item["case"]: item["enlargement"] for item in read_datalist(output_dir / "data" / "brains" / "datalist.json")
+    enlargement = {  # the demo brains' drawn enlargement; a user's brains have none
+        item["case"]: item.get("enlargement")
+        for item in read_datalist(output_dir / "data" / "brains" / "datalist.json")
     }
+    drawn = [enlargement.get(row["case"]) for row in ventricles]
     save_conditions_summary(
-        output_dir / "conditions" / "summary.png", ventricles, tumours, [enlargement[row["case"]] for row in ventricles]
+        output_dir / "conditions" / "summary.png", ventricles, tumours, None if None in drawn else drawn
     )
     ventricle_ml = np.array([float(r["ventricle_ml"]) for r in ventricles])
     ratio = np.array([float(r["ratio"]) for r in ventricles]) * 100
@@ -635,6 +637,23 @@ def scale_note(settings: StudySettings, studies: Sequence[str]) -> list[str]:
     ]
 
 
+def user_data_lines(settings: StudySettings, studies: Sequence[str]) -> list[str]:
+    """Where a study file's sets come from and the grid each study works on (nothing for demo data)."""
+    from shared.workflow.user_sets import UserSet
+
+    lines = []
+    for study in studies:
+        real = settings.brains if study == "ventricles" else settings.tumours
+        if not isinstance(real, UserSet):
+            continue
+        sets = {"real": real, "hold-out": settings.holdout(study)[0], "pool": settings.pools.get(study)}
+        where = "; ".join(f"{role} `{s.source}` ({s.n_cases} cases, {s.discovery.layout})"
+                          for role, s in sets.items() if s is not None)  # fmt: skip
+        grid = f"{' x '.join(map(str, real.shape))} voxels at {' x '.join(f'{v:g}' for v in real.spacing)} mm"
+        lines.append(f"- {study.capitalize()}: the study file's data, on {grid}: {where}.")
+    return [*lines, ""] if lines else []
+
+
 def write_report(output_dir: Path, settings: StudySettings, studies: Sequence[str], stage_lines: list[str]) -> Path:
     """``report.md`` and (with studies) ``figures.json`` from the stages written before."""
     brains_info = read_json(output_dir / "data" / "brains" / "dataset.json")
@@ -642,8 +661,10 @@ def write_report(output_dir: Path, settings: StudySettings, studies: Sequence[st
     lines = [
         f"# {settings.scale.capitalize()} run",
         "",
-        f"Grid {' x '.join(str(n) for n in brains_info['shape'])} voxels at {spacing} mm, seed {brains_info['seed']}.",
+        f"Grid {' x '.join(str(n) for n in brains_info['shape'])} voxels at {spacing} mm, "
+        f"seed {brains_info.get('seed', settings.seed)}.",
         "",
+        *user_data_lines(settings, studies),
     ]
     figures: dict[str, Any] = {}
     if studies:

@@ -28,6 +28,10 @@ from shared.io import InputError
 from shared.segmentation.nnunet_training import TrainingSchedule
 from shared.workflow.demo_recipes import DemoRecipe
 from shared.workflow.pair_qc import TumourQC, VentricleQC, qc_settings
+from shared.workflow.user_sets import UserSet
+
+#: A study's data: a built-in demo recipe, or a set of the user's (``--study``).
+DataSet = DemoRecipe | UserSet
 
 STUDIES = ("ventricles", "tumours")
 
@@ -201,15 +205,19 @@ class StudySettings:
             of the image-fidelity stage.
         scarce_recipes: per bundle, config values over its starter recipe for ``generators_from real``.
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
+        pools: per study, a set of the user's the generators learn from (``generators_from pool``;
+            without one the generators are weights: the bundle's starter or a named folder).
+        generator_weights: per bundle, a folder of weights in the starter layout, used in place of
+            the bundle's starter weights (``generators_from pool``).
     """
 
     scale: str
     seed: Count
     generators_from: str
-    brains: DemoRecipe
-    tumours: DemoRecipe
-    ventricle_holdout: tuple[DemoRecipe, ...]
-    tumour_holdout: tuple[DemoRecipe, ...]
+    brains: DataSet
+    tumours: DataSet
+    ventricle_holdout: tuple[DataSet, ...]
+    tumour_holdout: tuple[DataSet, ...]
     generation: GenerationSettings
     ventricle_qc: VentricleQC
     tumour_qc: TumourQC
@@ -222,6 +230,8 @@ class StudySettings:
     fidelity: Mapping[str, int] = field(default_factory=lambda: {"feature_iterations": 400, "resamples": 200})
     scarce_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
+    pools: Mapping[str, UserSet] = field(default_factory=dict)
+    generator_weights: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.generators_from not in GENERATORS_FROM:
@@ -250,7 +260,7 @@ class StudySettings:
     def schedule(self, study: str) -> TrainingSchedule:
         return self.schedules[study]
 
-    def holdout(self, study: str) -> tuple[DemoRecipe, ...]:
+    def holdout(self, study: str) -> tuple[DataSet, ...]:
         return self.ventricle_holdout if study == "ventricles" else self.tumour_holdout
 
 

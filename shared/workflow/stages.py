@@ -55,10 +55,12 @@ from shared.workflow.design import (
     STUDY_GENERATORS,
     HoldoutBins,
     StudyPlan,
+    generator_source,
     generators_training_datalist_sections,
     holdout_bins,
     model_name,
     plan_study,
+    weights_folder,
 )
 from shared.workflow.generation_rounds import accepted_rows, generate_with_qc
 from shared.workflow.ledger import Ledger, check_unseen, datalist_ledger, read_ledger, value_range, write_ledger
@@ -219,15 +221,23 @@ def generator_ledger_path(out: Path, bundle: str, stage: str) -> Path:
     return models_dir(out, bundle) / f"ledger_{stage}.json"
 
 
-def check_starter_grid(bundle: Path, shape: tuple[int, ...] | list[int]) -> None:
-    """Starter weights work on their own grid only: refuse another one before anything is written."""
-    folder = bundle / STARTER_FOLDER
+def check_starter_grid(folder: Path, shape: tuple[int, ...] | list[int], name: str = "--shape") -> None:
+    """Weights work on their own grid only: refuse another one before anything is written.
+
+    Args:
+        folder: a starter-layout folder (the bundle's ``starter/`` or one a study file names).
+        shape: the study's grid.
+        name: what set the grid, for the message (``--shape``, ``data.ventricles.grid.shape``).
+    """
     if not (folder / "grid.json").is_file():
         return
     starter_shape, _ = read_grid_reference(folder / "grid.json")
     if tuple(int(n) for n in shape) != tuple(starter_shape):
+        what = (
+            f"{folder.parent.name}'s starter weights" if folder.name == STARTER_FOLDER else f"the weights in {folder}"
+        )
         raise InputError(
-            f"--shape {','.join(str(n) for n in shape)}: {bundle.name}'s starter weights work on "
+            f"{name} {','.join(str(n) for n in shape)}: {what} work on "
             f"{','.join(str(n) for n in starter_shape)}; use that grid or --generators_from real"
         )
 
@@ -248,7 +258,10 @@ def write_generators_datalist(real: Path, target: Path) -> Path:
 def provide_generators(
     runner: Any, out: Path, settings: StudySettings, study: str, real_stage: str, device: str
 ) -> list[str]:
-    """The study's generators: starter weights (``pool``) or trained on the real subjects (``real``).
+    """The study's generators: weights (``starter`` / ``weights``), or trained in the run (``pool_set`` / ``real``).
+
+    See :func:`shared.workflow.design.generator_source`. A generator trained on the study file's
+    pool set reads it from the pool stage (:func:`add_pool`, which then runs first).
 
     Each bundle is one stage; each writes one ledger per training stage. Returns the stage names.
     """
@@ -256,40 +269,50 @@ def provide_generators(
     for bundle, name in STUDY_GENERATORS[study]:
         models = models_dir(out, bundle)
         folder = BUNDLE_FOLDERS[bundle]
-        if settings.generators_from == "pool":
+        source = generator_source(settings, study, bundle)
+        if source in ("starter", "weights"):
             stage = f"starter_{SHORT_NAMES[bundle]}"
-            params = {"starter_manifest_sha256": sha256_of(folder / STARTER_FOLDER / "manifest.json")}
+            weights = weights_folder(settings, bundle)
+            params = {"weights": str(weights), "starter_manifest_sha256": sha256_of(weights / "manifest.json")}
+            what = "starter weights" if source == "starter" else f"weights of {weights}"
 
-            def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name) -> None:
+            def action(weights: Path = weights, models: Path = models, bundle: str = bundle, name: str = name,
+                       what: str = what) -> None:  # fmt: skip
                 shutil.rmtree(models, ignore_errors=True)  # no model trained here earlier stays beside them
-                install_starter_weights(folder / STARTER_FOLDER, models)
-                for stage_name, ledger, _ in read_starter_ledgers(folder / STARTER_FOLDER):
+                install_starter_weights(weights, models)
+                for stage_name, ledger, _ in read_starter_ledgers(weights):
                     write_ledger(
                         generator_ledger_path(out, bundle, stage_name),
                         Ledger(f"{name} {stage_name}", study, ledger.training, ledger.validation,
-                               value_range=ledger.value_range, source=f"starter weights: {ledger.source}"),
+                               value_range=ledger.value_range, source=f"{what}: {ledger.source}"),
                     )  # fmt: skip
 
             runner.run(stage, params, action)
         else:
             stage = f"trained_{SHORT_NAMES[bundle]}"
             recipe = generator_recipe(bundle, settings)
+            on_pool = source == "pool_set"
+            words = "trained in this run on the study's pool set" if on_pool else (
+                "trained in this run on the real training subjects")  # fmt: skip
 
             def action(folder: Path = folder, models: Path = models, bundle: str = bundle, name: str = name,
-                       recipe: dict[str, Any] = recipe) -> None:  # fmt: skip
-                real = real_datalist(out, study)  # beside it: the tumour normaliser the slice LDM reads
-                datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
+                       recipe: dict[str, Any] = recipe, on_pool: bool = on_pool,
+                       words: str = words) -> None:  # fmt: skip
+                if on_pool:  # the pool set as written, with its own validation section
+                    datalist = pool_set_datalist(out, study)
+                else:  # beside the real datalist: the tumour normaliser the slice LDM reads
+                    real = real_datalist(out, study)
+                    datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
                 training = {"recipe": recipe, "seed": settings.seed, "datalist_sha256": sha256_of(datalist)}
                 keep_only_checkpoints_of(models, training)
                 train_bundle(folder, models, datalist, device, name, recipe, settings.seed)
                 for stage_name in GENERATOR_STAGES:
-                    write_ledger(
-                        generator_ledger_path(out, bundle, stage_name),
-                        datalist_ledger(f"{name} {stage_name}", study, datalist,
-                                        source="trained in this run on the real training subjects"),
-                    )  # fmt: skip
+                    write_ledger(generator_ledger_path(out, bundle, stage_name),
+                                 datalist_ledger(f"{name} {stage_name}", study, datalist, source=words))  # fmt: skip
 
-            runner.run(stage, {"recipe": recipe, "seed": settings.seed, "device": device}, action, inputs=(real_stage,))
+            data_stage = pool_stage(study) if on_pool else real_stage
+            runner.run(stage, {"recipe": recipe, "seed": settings.seed, "device": device, "on": source}, action,
+                       inputs=(data_stage,))  # fmt: skip
         stages.append(stage)
     return stages
 
@@ -727,12 +750,11 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> list
     generated = generated_dir(out, study)
     runner.run("holdout_brains", {"parts": [p.params() for p in settings.ventricle_holdout]},
                lambda: write_parts(settings.ventricle_holdout, holdout))  # fmt: skip
-    generator_stages = provide_generators(runner, out, settings, study, "demo_brains", settings.device)
     sources = {"real": real, "holdout": holdout / "datalist.json", "generated": generated,
                "domain_randomised": out / "generated" / "domain_randomised"}  # fmt: skip
     source_stages = {"real": "demo_brains", "holdout": "holdout_brains", "generated": "generate_ventricle_pairs",
                      "domain_randomised": "domain_randomised_brains"}  # fmt: skip
-    add_pool(runner, out, study, settings, plan, sources, source_stages, generator_stages, "pool_brains")
+    generator_stages = provide_data_and_generators(runner, out, settings, study, plan, sources, source_stages)
     mask, spade = (models_dir(out, bundle) for bundle, _ in STUDY_GENERATORS[study])
     generation = settings.generation
 
@@ -783,18 +805,57 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> list
     return [f"evaluate_{study}", *([fidelity] if fidelity else [])]
 
 
+def provide_data_and_generators(
+    runner: Any, out: Path, settings: StudySettings, study: str, plan: StudyPlan, sources: dict[str, Path],
+    source_stages: dict[str, str],
+) -> list[str]:  # fmt: skip
+    """The generators and the ``pool`` source, in the order their data needs; returns the generator stages."""
+    if study in settings.pools and settings.generators_from == "pool":
+        add_pool(runner, out, study, settings, plan, sources, source_stages, [])
+        return provide_generators(runner, out, settings, study, source_stages["real"], settings.device)
+    generator_stages = provide_generators(runner, out, settings, study, source_stages["real"], settings.device)
+    add_pool(runner, out, study, settings, plan, sources, source_stages, generator_stages)
+    return generator_stages
+
+
+def pool_stage(study: str) -> str:
+    return "pool_brains" if study == "ventricles" else "pool_tumours"
+
+
+def pool_set_datalist(out: Path, study: str) -> Path:
+    """The study file's pool set as written on the working grid (its training and validation sections)."""
+    return pool_dir(out, study) / "set" / "datalist.json"
+
+
+def write_user_pool(out: Path, study: str, pool: Any) -> Path:
+    """The study file's pool set on the working grid, and the ``pool`` variant's datalist of its training subjects."""
+    folder = pool_dir(out, study)
+    shutil.rmtree(folder, ignore_errors=True)
+    items = read_datalist(pool.write(folder / "set"), ["training"])
+    for item in items:  # relative to the pool's datalist
+        for key in ("image", "label"):
+            item[key] = str(Path(item[key]).resolve().relative_to(folder.resolve()))
+    return write_datalist(folder / "datalist.json", {"training": items})
+
+
 def add_pool(
     runner: Any, out: Path, study: str, settings: StudySettings, plan: StudyPlan, sources: dict[str, Path],
-    source_stages: dict[str, str], generator_stages: list[str], stage: str,
+    source_stages: dict[str, str], generator_stages: list[str],
 ) -> None:  # fmt: skip
-    """The ``pool`` source: the generators' own data drawn again (``pool``), or the real set (``real``)."""
+    """The ``pool`` source: the generators' own data (drawn again from their recipes, or the study
+    file's pool set), or the real set (``generators_from real``)."""
+    stage = pool_stage(study)
     if settings.generators_from == "real":
         sources["pool"], source_stages["pool"] = sources["real"], source_stages["real"]
         return
-    if not any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)):
+    pool = settings.pools.get(study)
+    if pool is not None:  # written before the generators that train on it (see provide_generators)
+        runner.run(stage, {"pool": pool.params()}, lambda: write_user_pool(out, study, pool))
+    elif any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)):
+        runner.run(stage, {"recipes": [r.params() for r in plan.pool_recipes]}, lambda: write_pool(out, study, plan),
+                   inputs=tuple(generator_stages))  # fmt: skip
+    else:
         return
-    runner.run(stage, {"recipes": [r.params() for r in plan.pool_recipes]}, lambda: write_pool(out, study, plan),
-               inputs=tuple(generator_stages))  # fmt: skip
     sources["pool"], source_stages["pool"] = pool_dir(out, study) / "datalist.json", stage
 
 
@@ -820,12 +881,11 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
     )  # fmt: skip
     runner.run("holdout_tumours", {"parts": [p.params() for p in settings.tumour_holdout]},
                lambda: write_parts(settings.tumour_holdout, holdout))  # fmt: skip
-    generator_stages = provide_generators(runner, out, settings, study, "prepare_tumours", settings.device)
     sources = {"real": prepared / "datalist.json", "holdout": holdout / "datalist.json", "generated": generated,
                "classical": out / "generated" / "classical"}  # fmt: skip
     source_stages = {"real": "prepare_tumours", "holdout": "holdout_tumours", "generated": "generate_tumour_pairs",
                      "classical": "classical_augmentation"}  # fmt: skip
-    add_pool(runner, out, study, settings, plan, sources, source_stages, generator_stages, "pool_tumours")
+    generator_stages = provide_data_and_generators(runner, out, settings, study, plan, sources, source_stages)
     models = models_dir(out, "slice_based_ldm_brats")
     generation = settings.generation
     recipe = generator_recipe("slice_based_ldm_brats", settings)

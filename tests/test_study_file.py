@@ -1,0 +1,244 @@
+"""A study file: the whole study on the user's own data, checked as a whole before anything is written.
+
+The studies run with bundle runs and nnU-Net replaced (``study_fakes``); reading the layouts, the
+working grid, ledgers, the design check, the pool, evaluation and the report are the project's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import study_fakes
+import yaml
+
+from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+from shared.demo.layouts import write_brats_layout, write_freesurfer_layout, write_synthseg_layout
+from shared.io import InputError, read_json
+from shared.workflow.design import plan_study
+from shared.workflow.ledger import read_ledger
+from shared.workflow.pipeline import run_demo_pipeline, run_study_file
+from shared.workflow.stages import pool_set_datalist
+from shared.workflow.study_file import load_study
+
+#: Small settings for every study here (a few cases, 2 seeds, quick fidelity).
+SMALL_SETTINGS = {"n_generated": 4, "nnunet_seeds": 2, "fidelity": {"feature_iterations": 20, "resamples": 20}}
+BRAIN_GRID = {"shape": [32, 32, 32], "spacing": [6, 6, 6]}
+TUMOUR_GRID = {"shape": [64, 64, 32], "spacing": [3.75, 3.75, 5.0]}
+
+
+def split_folder(folder, holdout, names):
+    """Move the entries ``names`` of ``folder`` into ``holdout`` (other subjects of the same layout)."""
+    holdout.mkdir()
+    for name in names:
+        shutil.move(str(folder / name), str(holdout / name))
+    return holdout
+
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory):
+    """FreeSurfer subjects, SynthSeg pairs, a datalist and BraTS 2021 cases made from demo data."""
+    root = tmp_path_factory.mktemp("user_data")
+    brains = write_brain_dataset(root / "demo_brains", n_cases=10, shape=(32, 32, 32), validation_fraction=0.0)
+    freesurfer = write_freesurfer_layout(brains, root / "freesurfer")
+    synthseg = write_synthseg_layout(brains, root / "synthseg")
+    tumours = write_tumour_dataset(root / "demo_tumours", n_cases=12, shape=(64, 64, 64), validation_fraction=0.0)
+    brats = write_brats_layout(tumours, root / "brats")
+    items = read_json(brains)["training"]
+    for item in items:
+        for key in ("image", "label"):
+            item[key] = str((brains.parent / item[key]).resolve())
+    datalist = root / "datalist_real.json"
+    datalist.write_text(json.dumps({"training": items[:6]}))
+    # the demo brains of seed 0 are the starter generators' data: a hold-out of other subjects (seed 2000)
+    other = write_brain_dataset(root / "demo_holdout", n_cases=4, shape=(32, 32, 32), seed=2000, validation_fraction=0)
+    (root / "datalist_starters_saw.json").write_text(json.dumps({"training": items[6:]}))
+    held = [f"sub-{i:03d}" for i in range(6, 10)]
+    return {
+        "root": root,
+        "freesurfer": (freesurfer, split_folder(freesurfer, root / "freesurfer_holdout", held)),
+        "synthseg": (synthseg, split_folder(synthseg, root / "synthseg_holdout",
+                                            [f"{s}{e}" for s in held for e in (".nii.gz", "_synthseg.nii.gz")])),
+        "datalist": (datalist, other),
+        "brats": (brats, split_folder(brats, root / "brats_holdout", [f"BraTS2021_{i:05d}" for i in range(8, 12)])),
+    }  # fmt: skip
+
+
+def write_study(folder, content, name="study.yaml"):
+    path = folder / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def ventricle_study(real, holdout, **extra):
+    return {
+        "defaults": "study",
+        "studies": ["ventricles"],
+        "settings": {"generators_from": "pool", "ventricle_variants": ["real", "pool", "augmented"], **SMALL_SETTINGS},
+        "data": {"ventricles": {"real": str(real), "holdout": str(holdout), "grid": BRAIN_GRID, **extra}},
+    }
+
+
+@pytest.mark.slow
+def test_a_ventricle_study_on_freesurfer_synthseg_and_datalist_sets_runs_end_to_end(user_data, tmp_path, monkeypatch):
+    """Real set: FreeSurfer subjects; hold-out: a datalist; the generators' pool: SynthSeg pairs."""
+    real, _ = user_data["freesurfer"]
+    _, holdout = user_data["datalist"]
+    pool, _ = user_data["synthseg"]
+    path = write_study(tmp_path, ventricle_study(real, holdout, pool=str(pool)))
+    calls: list = []
+    out = tmp_path / "run"
+    study_fakes.install(monkeypatch, out, calls)
+    report = run_study_file(path, out)
+    text = report.read_text()
+    assert "## Answer" in text and "nnU-Net pool" in text and "the study file's data, on 32 x 32 x 32" in text
+    resolved = yaml.safe_load((out / "study.yaml").read_text())
+    assert resolved["data"]["ventricles"]["real"] == str(real.resolve())
+    assert resolved["settings"]["nnunet_seeds"] == 2 and "n_brains" not in resolved["settings"]
+    assert load_study(out / "study.yaml").settings == load_study(path).settings  # the resolved file reruns it
+    raw = out / "nnunet" / "nnUNet_raw"
+    real_ledger = read_ledger(next(raw.glob("Dataset501_*")) / "ledger.json")
+    held = set(plan_study(load_study(path).settings, "ventricles").holdout)
+    assert real_ledger.training == tuple(f"sub-{i:03d}" for i in range(6)) and not held & set(real_ledger.seen())
+    trained = [c[3]["datalist"] for c in calls if c[0] == "run_bundle"]
+    assert len(trained) == 4 and set(trained) == {str(pool_set_datalist(out, "ventricles"))}
+    ledger = read_ledger(out / "models" / "ventricle_mask_ldm" / "ledger_diffusion.json")
+    assert set(ledger.seen()) == {f"sub-{i:03d}" for i in range(6)}  # the SynthSeg pool's subjects
+    pool_ledger = read_ledger(next(raw.glob("Dataset507_*")) / "ledger.json")
+    assert set(pool_ledger.training) == set(ledger.training)
+    assert len([c for c in calls if c[0] == "train_nnunet"]) == 3 * 2
+
+
+@pytest.mark.slow
+def test_a_tumour_study_on_brats_cases_trains_its_generator_on_the_study_files_pool(user_data, tmp_path, monkeypatch):
+    brats, holdout = user_data["brats"]
+    pool = split_folder(brats, tmp_path / "pool", [f"BraTS2021_{i:05d}" for i in range(4, 8)])
+    content = {
+        "defaults": "study",
+        "studies": "tumours",
+        "settings": {"tumour_variants": ["real", "pool", "augmented"], **SMALL_SETTINGS},
+        "data": {"tumours": {"real": str(brats), "holdout": str(holdout), "pool": str(pool), "grid": TUMOUR_GRID,
+                             "layout": "brats", "tumour_ids": [1, 2, 4]}},
+    }  # fmt: skip
+    calls: list = []
+    out = tmp_path / "run"
+    study_fakes.install(monkeypatch, out, calls)
+    run_study_file(write_study(tmp_path, content), out)
+    trained = [c for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
+    assert trained and all(c[3]["datalist"] == str(pool_set_datalist(out, "tumours")) for c in trained)
+    ledger = read_ledger(out / "models" / "slice_based_ldm_brats" / "ledger_diffusion.json")
+    assert set(ledger.seen()) == {f"BraTS2021_{i:05d}" for i in range(4, 8)}
+    assert "trained in this run on the study's pool set" in ledger.source
+    assert "the study file's data, on 64 x 64 x 32" in (out / "report.md").read_text()
+
+
+def test_a_hold_out_subject_the_starter_generators_learnt_from_is_refused_before_anything_is_written(
+    user_data, tmp_path
+):
+    real, _ = user_data["datalist"]
+    seen = user_data["root"] / "datalist_starters_saw.json"  # demo brains 006-009 of seed 0: the starters' data
+    with pytest.raises(InputError, match=r"data.ventricles.holdout: subject demo-brain-s0-00\d was seen by mask LDM"):
+        run_demo_pipeline(study=str(write_study(tmp_path, ventricle_study(real, seen))), output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+BAD_FILES = [
+    ("unknown top key", lambda d: {**d, "dataset": 1}, "unknown key 'dataset'"),
+    ("unknown setting", lambda d: {**d, "settings": {"nnunet_rate": 1}}, "settings: unknown key 'nnunet_rate'"),
+    ("bad setting value", lambda d: {**d, "settings": {"nnunet_seeds": 0}}, "settings"),
+    ("unknown study", lambda d: {**d, "studies": ["lesions"]}, "studies: expected some of"),
+    ("unknown scale", lambda d: {**d, "defaults": "huge"}, "defaults: 'huge' is not a scale"),
+    (
+        "missing folder",
+        lambda d: _data(d, real="no_such_folder"),
+        r"data.ventricles.real: .*no_such_folder does not exist",
+    ),
+    ("missing hold-out", lambda d: _data(d, holdout=None), "data.ventricles.holdout: missing"),
+    ("unknown data key", lambda d: _data(d, labels=[4]), "data.ventricles: unknown key 'labels'"),
+    (
+        "setting the data fixes",
+        lambda d: {**d, "settings": {"n_brains": 3}},
+        "settings.n_brains: set by data.ventricles",
+    ),
+    ("grid without spacing", lambda d: _data(d, grid={"shape": [32, 32, 32]}), "give both shape and spacing"),
+    (
+        "weights and the real protocol",
+        lambda d: {
+            **d,
+            "settings": {"generators_from": "real"},
+            "generators": {"ventricle_mask_ldm": {"weights": "."}},
+        },
+        "generators.ventricle_mask_ldm: named weights, but generators_from real",
+    ),
+    (
+        "weights folder without manifest",
+        lambda d: {**d, "generators": {"spade_mri_ldm": {"weights": "."}}},
+        "holds no manifest.json",
+    ),
+    (
+        "weights of another study",
+        lambda d: {**d, "generators": {"slice_based_ldm_brats": {"weights": "."}}},
+        "generators: unknown key 'slice_based_ldm_brats'",
+    ),
+]
+
+
+def _data(content, **entries):
+    data = {**content["data"]["ventricles"], **entries}
+    return {**content, "data": {"ventricles": {k: v for k, v in data.items() if v is not None}}}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_a_bad_study_file_is_refused_in_one_line_before_anything_is_written(case, user_data, tmp_path):
+    _, change, message = case
+    real, holdout = user_data["datalist"]
+    path = write_study(tmp_path, change(ventricle_study(real, holdout)))
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=message) as error:
+        run_demo_pipeline(study=str(path), output_dir=str(out))
+    assert "\n" not in str(error.value)
+    assert not out.exists()
+
+
+def test_overlapping_subjects_empty_sets_absent_ids_and_mixed_grids_are_refused(user_data, tmp_path):
+    real, holdout = user_data["freesurfer"]
+    overlapping = tmp_path / "holdout_with_a_real_subject"
+    shutil.copytree(holdout, overlapping)
+    shutil.copytree(real / "sub-000", overlapping / "sub-000")
+    with pytest.raises(InputError, match=r"real and holdout sets share 1 subject\(s\), e.g. 'sub-000'"):
+        load_study(write_study(tmp_path, ventricle_study(real, overlapping), "overlap.yaml"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="data.ventricles.holdout: .*empty"):
+        load_study(write_study(tmp_path, ventricle_study(real, tmp_path / "empty"), "empty.yaml"))
+    brats, brats_holdout = user_data["brats"]
+    content = {"studies": ["tumours"], "data": {"tumours": {"real": str(brats), "holdout": str(brats_holdout),
+                                                            "grid": TUMOUR_GRID, "tumour_ids": [5, 6]}}}  # fmt: skip
+    with pytest.raises(InputError, match=r"data.tumours.real.tumour_ids: none of \[5, 6\] is in any label map"):
+        load_study(write_study(tmp_path, content, "ids.yaml"))
+    content["data"]["tumours"].update(tumour_ids=[1, 2, 4], grid={"shape": [64, 64, 64], "spacing": [3, 3, 3]})
+    with pytest.raises(InputError, match="data.tumours.grid.shape: .*tumour_working_shape"):
+        load_study(write_study(tmp_path, content, "tumour_grid.yaml"))
+    mixed = tmp_path / "mixed.json"
+    items = read_json(user_data["datalist"][0])["training"]
+    small = write_brain_dataset(tmp_path / "small", n_cases=1, shape=(24, 24, 24), validation_fraction=0.0)
+    other = read_json(small)["training"][0]
+    other.update(
+        image=str(small.parent / other["image"]), label=str(small.parent / other["label"]), subject="x", case="x"
+    )
+    mixed.write_text(json.dumps({"training": [*items, other]}))
+    no_grid = ventricle_study(mixed, user_data["datalist"][1])
+    del no_grid["data"]["ventricles"]["grid"]
+    with pytest.raises(InputError, match=r"data.ventricles: images on several grids .* give grid:"):
+        load_study(write_study(tmp_path, no_grid, "mixed.yaml"))
+    tumour_maps = ventricle_study(brats, brats_holdout)
+    with pytest.raises(InputError, match=r"data.ventricles.real: no ventricle id pair \[4, 43\]"):
+        load_study(write_study(tmp_path, tumour_maps, "no_ventricles.yaml"))
+
+
+def test_with_a_study_file_no_other_setting_is_taken_beside_it(user_data, tmp_path):
+    real, holdout = user_data["datalist"]
+    path = write_study(tmp_path, ventricle_study(real, holdout))
+    with pytest.raises(InputError, match="--nnunet_lr: with --study, set it in the study file"):
+        run_demo_pipeline(study=str(path), nnunet_lr=0.01, output_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
