@@ -397,6 +397,18 @@ def write_datalist(path: str | os.PathLike, sections: Mapping[str, Sequence[Mapp
 DATALIST_PATH_KEYS: tuple[str, ...] = ("image", "label")
 
 
+def items_relative_to(items: Iterable[Mapping[str, Any]], folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Copies of datalist ``items`` whose file paths (:data:`DATALIST_PATH_KEYS`) are relative to ``folder``.
+
+    For a datalist written in ``folder`` that lists files below it (a combined datalist of several parts).
+    """
+    root = Path(folder).resolve()
+    return [
+        {**item, **{key: str(Path(item[key]).resolve().relative_to(root)) for key in DATALIST_PATH_KEYS if key in item}}
+        for item in items
+    ]
+
+
 def read_datalist(path: str | os.PathLike, sections: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Items of a MONAI-style datalist with their ``image`` / ``label`` paths made absolute.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.demo.dataset import subject_id, write_brain_dataset, write_tumour_dataset
-from shared.io import InputError, read_datalist, write_datalist
+from shared.io import InputError, items_relative_to, read_datalist, write_datalist
 
 KINDS = ("brains", "tumours")
 
@@ -142,10 +142,7 @@ def write_parts(parts: Sequence[DemoRecipe], folder: str | Path) -> Path:
     subjects = [item["subject"] for item in items]
     if len(set(subjects)) != len(subjects):
         raise InputError(f"{folder}: the parts share subjects; give them distinct first_index values")
-    for item in items:  # relative to the combined datalist
-        for key in ("image", "label"):
-            item[key] = str(Path(item[key]).resolve().relative_to(folder.resolve()))
-    return write_datalist(folder / "datalist.json", {"training": items})
+    return write_datalist(folder / "datalist.json", {"training": items_relative_to(items, folder)})
 
 
 def parts_subjects(parts: Sequence[DemoRecipe]) -> list[str]:

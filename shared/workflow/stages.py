@@ -31,6 +31,7 @@ import numpy as np
 from shared.export.starter_weights import STARTER_FOLDER, install_starter_weights, read_starter_manifest
 from shared.io import (
     InputError,
+    items_relative_to,
     read_csv,
     read_datalist,
     read_grid_reference,
@@ -337,9 +338,8 @@ def write_pool(out: Path, study: str, plan: StudyPlan) -> Path:
             key = f"{k}:{item['case']}"
             if item["subject"] in wanted and key not in seen:
                 seen.add(key)
-                items.append({**item, "case": f"{item['case']}_s{recipe.seed}",  # unique over the recipes
-                              "image": str(Path(item["image"]).relative_to(folder.resolve())),
-                              "label": str(Path(item["label"]).relative_to(folder.resolve()))})  # fmt: skip
+                items.append({**item, "case": f"{item['case']}_s{recipe.seed}"})  # unique over the recipes
+    items = items_relative_to(items, folder)
     found = {item["subject"] for item in items}
     if found != wanted:
         missing = sorted(wanted - found)
@@ -831,10 +831,7 @@ def write_user_pool(out: Path, study: str, pool: Any) -> Path:
     """The study file's pool set on the working grid, and the ``pool`` variant's datalist of its training subjects."""
     folder = pool_dir(out, study)
     shutil.rmtree(folder, ignore_errors=True)
-    items = read_datalist(pool.write(folder / "set"), ["training"])
-    for item in items:  # relative to the pool's datalist
-        for key in ("image", "label"):
-            item[key] = str(Path(item[key]).resolve().relative_to(folder.resolve()))
+    items = items_relative_to(read_datalist(pool.write(folder / "set"), ["training"]), folder)
     return write_datalist(folder / "datalist.json", {"training": items})
 
 

@@ -87,11 +87,6 @@ class UserSet:
     low = None
     high = None
 
-    @property
-    def seed(self) -> str:
-        """Where the cases come from, for names that tell sets apart (the demo recipes' seed)."""
-        return Path(self.source).name
-
     def subjects(self) -> dict[str, list[str]]:
         """``{"training": [...], "validation": [...]}`` subject ids, as the written datalist holds them.
 
