@@ -162,7 +162,8 @@ def test_tiny_nnunet_trains_predicts_and_skips_finished_steps(variants, tmp_path
     """Plan + preprocess + 1 epoch of 2 iterations + prediction of the hold-out; a rerun redoes nothing."""
     root = variants["real"].parent.parent
     args = ["--dataset_id", "501", "--nnunet_root", str(root), "--epochs", "1", "--iterations_per_epoch", "2",
-            "--val_iterations_per_epoch", "1", "--width_factor", "0.25", "--augmentation_processes", "0"]  # fmt: skip
+            "--val_iterations_per_epoch", "1", "--width_factor", "0.25", "--augmentation_processes", "0",
+            "--batch_size", "3"]  # fmt: skip
     result = run_script("train_segmentation.py", *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     model = root / "nnUNet_results" / "Dataset501_VentReal" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -177,6 +178,9 @@ def test_tiny_nnunet_trains_predicts_and_skips_finished_steps(variants, tmp_path
     plans = json.loads((root / "nnUNet_preprocessed" / "Dataset501_VentReal" / "nnUNetPlans.json").read_text())
     features = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"]
     assert features[0] == 8  # 32 * 0.25
+    assert plans["configurations"]["3d_fullres"]["batch_size"] == 3  # fixed, not the planner's
+    record = json.loads((model / "fold_all" / "training_settings.json").read_text())
+    assert record["batch_size"] == 3
     rerun = run_script("train_segmentation.py", *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "skipped" in rerun.stderr and "training skipped" in rerun.stderr and "prediction skipped" in rerun.stderr

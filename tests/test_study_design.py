@@ -216,3 +216,19 @@ def test_learning_curve_trains_and_validates_on_real_training_subjects_only(tmp_
     assert split["train"] | split["test"] == set(settings.brains.all_subjects())
     assert not (split["train"] | split["test"]) & set(parts_subjects(settings.ventricle_holdout))
     assert [c[3] for c in calls if c[0] == "train_nnunet"] == [3e-3, 3e-3]
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_every_training_set_trains_with_the_same_batch_size(scale, tmp_path, monkeypatch):
+    """Equal compute per variant: the scale fixes nnU-Net's batch, and every model's command carries it."""
+    from shared.workflow import stages
+
+    settings = resolve_settings(scale)
+    assert {settings.schedule(study).batch_size for study in STUDIES} == {2}
+    commands: list = []
+    monkeypatch.setattr(stages, "run_command", lambda command, *a, **k: commands.append(command))
+    stages.train_nnunet(501, tmp_path, settings.schedule("tumours"), 0.25, "cpu", 0, tmp_path / "results")
+    assert commands[0][commands[0].index("--batch_size") + 1] == "2"
+    planned = replace(settings.schedule("tumours"), batch_size=None)
+    stages.train_nnunet(501, tmp_path, planned, 0.25, "cpu", 0, tmp_path / "results")
+    assert "--batch_size" not in commands[1]  # None: nnU-Net's planner chooses

@@ -87,6 +87,10 @@ _DEMO: dict[str, Any] = {
     "nnunet_epochs": {"ventricles": 16, "tumours": 16},
     "nnunet_iterations": 25, "nnunet_optimizer": "adamw", "nnunet_lr": 3e-3,
     "nnunet_width": 0.25, "nnunet_seeds": 1,
+    # patches per nnU-Net iteration, the same for every training set: the planner's batch grows with the set
+    # (2 for 20 cases, 6-8 for 114-160 tumour cases), which gave the larger sets 3-4x the compute of the real
+    # set and made the tumour study 2.7 h (README "Equal compute per training set"); None: the planner's
+    "nnunet_batch_size": 2,
     "ventricle_variants": ("real", "synthetic", "augmented"),
     "tumour_variants": ("real", "augmented"),
     "domain_randomisation_copies": 2, "classical_copies": 5,
@@ -352,6 +356,7 @@ def resolve_settings(scale: str = "demo", **flags: Any) -> StudySettings:
             2,
             float(values["nnunet_lr"]),
             str(values["nnunet_optimizer"]),
+            batch_size=None if values["nnunet_batch_size"] is None else int(values["nnunet_batch_size"]),
         )
         for study in STUDIES
     }

@@ -459,6 +459,7 @@ def train_nnunet(
         "--val_iterations_per_epoch", str(schedule.val_iterations_per_epoch), "--width_factor", str(width),
         "--optimizer", schedule.optimizer, "--initial_lr", str(schedule.initial_lr), "--seed", str(seed),
         "--device", device, "--augmentation_processes", "0",
+        *(["--batch_size", str(schedule.batch_size)] if schedule.batch_size is not None else []),
     ]  # fmt: skip
     run_command(command, ROOT, f"nnU-Net dataset {dataset_id} (seed {seed})", env=env)
 
@@ -517,7 +518,8 @@ def fixed_settings(settings: StudySettings, study: str) -> dict[str, Any]:
         "scale": settings.scale, "generators_from": settings.generators_from,
         "variants": list(settings.study_variants(study)), "nnunet_seeds": settings.nnunet_seeds,
         "nnunet_schedule": f"{schedule.optimizer}, {schedule.epochs} x {schedule.iterations_per_epoch} iterations, "
-                           f"lr {schedule.initial_lr:g}, width {settings.nnunet_width:g}",
+                           f"lr {schedule.initial_lr:g}, width {settings.nnunet_width:g}, "
+                           f"batch {schedule.batch_size or 'planned'}",
         "n_generated": settings.generation.n_generated,
         "samplers": {k: f"{v.sampler} {v.steps}" for k, v in settings.generation.samplers.items()},
         "qc_rounds": settings.generation.qc_rounds,
