@@ -95,6 +95,9 @@ def test_tumour_checks():
     assert rejection_counts([{"qc_status": "rejected", "qc_reason": "; ".join(reasons)}]) == {
         "volume off target": 1, "centre off target": 1,
     }  # fmt: skip
+    backgrounds = [{"qc_status": "rejected", "qc_reason": f"no dark background (border / brain intensity {v:.2f} "
+                    "above real 0.07)"} for v in (0.15, 0.30)]  # fmt: skip
+    assert rejection_counts(backgrounds) == {"no dark background": 2}  # one kind, whatever its figures
 
 
 def test_tolerances_are_validated():

@@ -312,6 +312,7 @@ def _reason_kind(reason: str) -> str:
         ("centre", "centre off target"),
         ("no brain shape", "no brain shape"),
         ("slice jump", "slice jump"),
+        ("no dark background", "no dark background"),
     ):
         if reason.startswith(prefix):
             return kind
