@@ -38,7 +38,8 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
     def generate_pairs(folder: Path, count: int, conditions: Any, guidance: float, **options: Any) -> Path:
         folder = Path(folder)
         solvers = {k: v for k, v in options.items() if k.endswith(("_sampler", "_steps"))}
-        calls.append(("generate_pairs", folder.name, count, solvers))
+        presets = {k: v for k, v in options.items() if k.endswith("preset")}
+        calls.append(("generate_pairs", folder.name, count, solvers, presets))
         requests = conditions if isinstance(conditions, list) else list(np.linspace(0.2, 0.8, count))
         rows = [
             {"image": f"images/{image.name}", "label": f"labels/{label.name}", "requested_c": requests[i],
@@ -48,7 +49,7 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
         return write_csv(folder / "manifest.csv", rows)
 
     def run_bundle(bundle: Path, configs: list[str], overrides: dict[str, Any], what: str, **_: Any) -> None:
-        calls.append(("run_bundle", Path(bundle).name, what, overrides))
+        calls.append(("run_bundle", Path(bundle).name, what, overrides, configs))
         if "inference" not in configs[0]:
             return  # training: generation is faked as well
         folder, count = Path(overrides["output_dir"]), int(overrides["num_samples"])

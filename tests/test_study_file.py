@@ -86,7 +86,9 @@ def test_a_ventricle_study_on_freesurfer_synthseg_and_datalist_sets_runs_end_to_
     real, _ = user_data["freesurfer"]
     _, holdout = user_data["datalist"]
     pool, _ = user_data["synthseg"]
-    path = write_study(tmp_path, ventricle_study(real, holdout, pool=str(pool)))
+    content = ventricle_study(real, holdout, pool=str(pool))
+    content["generators"] = {"spade_mri_ldm": {"preset": "paper", "overrides": {"diffusion_epochs": 2}}}
+    path = write_study(tmp_path, content)
     calls: list = []
     out = tmp_path / "run"
     study_fakes.install(monkeypatch, out, calls)
@@ -108,6 +110,15 @@ def test_a_ventricle_study_on_freesurfer_synthseg_and_datalist_sets_runs_end_to_
     pool_ledger = read_ledger(next(raw.glob("Dataset507_*")) / "ledger.json")
     assert set(pool_ledger.training) == set(ledger.training)
     assert len([c for c in calls if c[0] == "train_nnunet"]) == 3 * 2
+    # the SPADE LDM trains and samples at the study file's preset (paper: its own configs), the mask LDM its starter's
+    spade = [c for c in calls if c[0] == "run_bundle" and c[1] == "spade_mri_ldm"]
+    assert spade and all(not any("presets" in f for f in c[4]) and c[3]["diffusion_epochs"] == 2 for c in spade)
+    mask = [c for c in calls if c[0] == "run_bundle" and c[1] == "ventricle_mask_ldm"]
+    assert mask and all(c[4][-1] == "configs/presets/science.yaml" for c in mask)
+    assert {c[4]["spade_preset"] for c in calls if c[0] == "generate_pairs"} == {"paper"}
+    assert resolved["generators"] == {"spade_mri_ldm": {"preset": "paper", "overrides": {"diffusion_epochs": 2}}}
+    assert "| SPADE LDM (`spade_mri_ldm`) | `paper` preset, trained in this run | 32 x 32 x 32 | 6 x 6 x 6 |" in text
+    assert "| nnU-Net `pool` | `3d_fullres`" not in text  # nnU-Net is faked here: no plans, no row
 
 
 @pytest.mark.slow
@@ -175,6 +186,26 @@ BAD_FILES = [
         "weights folder without manifest",
         lambda d: {**d, "generators": {"spade_mri_ldm": {"weights": "."}}},
         "holds no manifest.json",
+    ),
+    (
+        "preset a bundle lacks",
+        lambda d: {**d, "generators": {"spade_mri_ldm": {"preset": "huge"}}},
+        "generators.spade_mri_ldm.preset: 'huge' is not a preset of spade_mri_ldm, expected one of paper, demo",
+    ),
+    (
+        "weights and a preset",
+        lambda d: {**d, "generators": {"spade_mri_ldm": {"weights": ".", "preset": "paper"}}},
+        "generators.spade_mri_ldm: weights carry their own recipe",
+    ),
+    (
+        "a recipe value no config has",
+        lambda d: {**d, "generators": {"spade_mri_ldm": {"preset": "paper", "overrides": {"epochz": 3}}}},
+        "generators.spade_mri_ldm.overrides: unknown key 'epochz'",
+    ),
+    (
+        "a preset for starter weights",
+        lambda d: {**d, "generators": {"ventricle_mask_ldm": {"preset": "paper"}}},
+        "generators.ventricle_mask_ldm.preset: ventricle_mask_ldm is not trained in this run",
     ),
     (
         "weights of another study",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,31 @@ def test_the_data_scarce_recipe_is_the_starters_with_the_scales_epochs():
         mask["overrides"]["autoencoder_epochs"]
         == SCALES["study"]["scarce_recipes"]["ventricle_mask_ldm"]["autoencoder_epochs"]
     )
+
+
+def test_named_weights_bring_their_own_recipe_and_a_study_files_recipe_replaces_the_starters(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    manifest = {"preset": "demo", "overrides": {"diffusion_spade_hidden": 8}, "files": {"model.pt": {"sha256": "0"}}}
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    named = replace(resolve_settings("study"), generator_weights={"spade_mri_ldm": str(weights)})
+    assert stages.generator_recipe("spade_mri_ldm", named) == {
+        "preset": "demo",
+        "overrides": {"diffusion_spade_hidden": 8},
+        "continuations": [],
+    }  # the folder's manifest, not the bundle's starter (science, hidden 16)
+    assert stages.generator_recipe("spade_mri_ldm", resolve_settings("study"))["preset"] == "science"
+    paper = replace(
+        resolve_settings("study", generators_from="real"),
+        generator_recipes={"spade_mri_ldm": {"preset": "paper", "overrides": {"diffusion_epochs": 2}}},
+    )
+    recipe = stages.generator_recipe("spade_mri_ldm", paper)  # the scale's data-scarce epochs do not apply to it
+    assert recipe == {"preset": "paper", "overrides": {"diffusion_epochs": 2}, "continuations": []}
+    calls = []
+    monkeypatch.setattr(stages, "run_bundle", lambda _bundle, configs, values, what: calls.append(configs))
+    stages.train_bundle(Path("b"), tmp_path / "models", tmp_path / "datalist.json", "cpu", "SPADE LDM", recipe)
+    autoencoder = ["configs/train_autoencoder.yaml"]
+    assert calls == [autoencoder, [*autoencoder, "configs/train_diffusion.yaml"]]  # no preset overlay
 
 
 def test_the_pool_of_several_recipes_is_their_training_subjects_under_distinct_case_names(tmp_path):

@@ -150,6 +150,15 @@ class ParentRun:
                 self.client.log_artifact(self.run_id, str(path))
 
 
+#: A generator preset that is no overlay: the bundle's own configs, at the paper's sizes (a GPU's work).
+PAPER_PRESET = "paper"
+
+
+def preset_overlay(preset: str | None) -> list[str]:
+    """The config file a preset adds over a bundle's own configs (none for ``None`` or :data:`PAPER_PRESET`)."""
+    return [] if preset in (None, PAPER_PRESET) else [f"configs/presets/{preset}.yaml"]
+
+
 def generate_pairs(
     output_dir: str | os.PathLike,
     num_samples: Count = 8,
@@ -161,6 +170,7 @@ def generate_pairs(
     image_steps: Positive = 50,
     seed: Count = 0,
     preset: str | None = None,
+    spade_preset: str | None = None,
     mask_bundle: str | os.PathLike = MASK_BUNDLE,
     spade_bundle: str | os.PathLike = SPADE_BUNDLE,
     mask_overrides: Mapping[str, Any] | None = None,
@@ -190,7 +200,9 @@ def generate_pairs(
         image_sampler: the image model's solver, the same choices (DPM-Solver++ 15 holds the paper's quality).
         image_steps: sampling steps of the image model.
         seed: sample ``i`` uses seed ``seed + i`` in both models.
-        preset: a preset name of both bundles (e.g. ``demo`` for ``configs/presets/demo.yaml``).
+        preset: a preset name of both bundles (e.g. ``demo`` for ``configs/presets/demo.yaml``);
+            ``paper`` or none: the bundles' own configs (the paper's sizes).
+        spade_preset: the SPADE bundle's preset, where it differs from ``preset`` (``paper``: its own configs).
         mask_bundle: the mask bundle's folder (trained weights in its ``models/``).
         spade_bundle: the SPADE bundle's folder (trained weights in its ``models/``).
         mask_overrides: further config values for the mask bundle (e.g. another ``ckpt_dir``).
@@ -217,11 +229,12 @@ def generate_pairs(
     for bundle in (mask_bundle, spade_bundle):
         if not (bundle / "configs" / "inference.yaml").is_file():
             raise InputError(f"{bundle}: not a bundle folder (no configs/inference.yaml)")
-    if preset is not None:
-        for bundle in (mask_bundle, spade_bundle):
-            if not (bundle / "configs" / "presets" / f"{preset}.yaml").is_file():
-                raise InputError(f"{bundle}: no preset '{preset}' (configs/presets/{preset}.yaml)")
-    presets = [] if preset is None else [f"configs/presets/{preset}.yaml"]
+    spade_preset = preset if spade_preset is None else spade_preset
+    mask_configs = ["configs/inference.yaml", *preset_overlay(preset)]
+    spade_configs = ["configs/inference.yaml", *preset_overlay(spade_preset)]
+    for bundle, configs in ((mask_bundle, mask_configs), (spade_bundle, spade_configs)):
+        if not (bundle / configs[-1]).is_file():
+            raise InputError(f"{bundle}: no preset {Path(configs[-1]).stem!r} ({configs[-1]})")
     label_maps = output_dir / "label_maps"
     mask_settings: dict[str, Any] = {
         "num_samples": num_samples, "num_inference_steps": mask_steps, "seed": seed, "output_dir": str(label_maps),
@@ -233,15 +246,15 @@ def generate_pairs(
         mask_settings["guidance_scale"] = guidance_scale
     settings = {"num_samples": num_samples, "conditions": conditions, "guidance_scale": guidance_scale,
                 "mask_sampler": mask_sampler, "mask_steps": mask_steps, "image_sampler": image_sampler,
-                "image_steps": image_steps, "seed": seed, "preset": preset}  # fmt: skip
+                "image_steps": image_steps, "seed": seed, "preset": preset, "spade_preset": spade_preset}  # fmt: skip
     spade_settings = {"label_maps": str(label_maps), "num_inference_steps": image_steps, "seed": seed,
                       "output_dir": str(output_dir), "sampler": image_sampler}  # fmt: skip
     mask_values = {**mask_settings, **(mask_overrides or {})}
     spade_values = {**spade_settings, **(spade_overrides or {})}
     if tracking_uri is None:
-        run_bundle(mask_bundle, ["configs/inference.yaml", *presets], mask_values, "label maps (ventricle_mask_ldm)",
+        run_bundle(mask_bundle, mask_configs, mask_values, "label maps (ventricle_mask_ldm)",
                    nproc_per_node=nproc_per_node)  # fmt: skip
-        run_bundle(spade_bundle, ["configs/inference.yaml", *presets], spade_values, "images (spade_mri_ldm)",
+        run_bundle(spade_bundle, spade_configs, spade_values, "images (spade_mri_ldm)",
                    nproc_per_node=nproc_per_node)  # fmt: skip
     else:
         from shared.tracking import PARENT_RUN_ENV
@@ -249,9 +262,9 @@ def generate_pairs(
         tracking = {"tracking": "mlflow", "tracking_uri": str(tracking_uri)}
         with ParentRun(str(tracking_uri), settings) as parent:
             env = {PARENT_RUN_ENV: parent.run_id}
-            run_bundle(mask_bundle, ["configs/inference.yaml", *presets], {**mask_values, **tracking},
+            run_bundle(mask_bundle, mask_configs, {**mask_values, **tracking},
                        "label maps (ventricle_mask_ldm)", env, nproc_per_node)  # fmt: skip
-            run_bundle(spade_bundle, ["configs/inference.yaml", *presets], {**spade_values, **tracking},
+            run_bundle(spade_bundle, spade_configs, {**spade_values, **tracking},
                        "images (spade_mri_ldm)", env, nproc_per_node)  # fmt: skip
             parent.log_artifacts([output_dir / "manifest.csv", output_dir / "mosaic.png"])
     manifest = output_dir / "manifest.csv"

@@ -18,11 +18,19 @@ import numpy as np
 
 from shared.evaluation.study_statistics import BETTER, MIN_CASES, NOT_AFTER_HOLM, WORSE, verdict
 from shared.io import atomic_path, read_csv, read_datalist, read_json, write_json
-from shared.workflow.design import BIN_WORDS, BINS
+from shared.workflow.design import BIN_WORDS, BINS, STUDY_GENERATORS
+from shared.workflow.design import generator_source as weights_source
 from shared.workflow.generation_rounds import accepted_rows
 from shared.workflow.ledger import Ledger, ledger_table
 from shared.workflow.settings import StudySettings
-from shared.workflow.stages import evaluation_dir, fixed_settings
+from shared.workflow.stages import (
+    STUDY_SETS,
+    evaluation_dir,
+    fixed_settings,
+    generator_recipe,
+    models_dir,
+    variant_dataset_folders,
+)
 
 TITLES = {
     "ventricles": "Ventricle segmentation: nnU-Net per training set (hold-out: subjects no model saw)",
@@ -523,6 +531,54 @@ def fidelity_lines(out: Path, study: str) -> list[str]:
     return [*lines, ""]
 
 
+def _grid_words(shape: Sequence[Any], spacing: Sequence[Any]) -> tuple[str, str]:
+    return " x ".join(str(int(n)) for n in shape), " x ".join(f"{float(v):.3g}" for v in spacing)
+
+
+def model_grid_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
+    """``### Models: preset, grid and spacing``: what each generator and nnU-Net model worked on."""
+    rows = []
+    data = out / "data" / ("brains" if study == "ventricles" else "tumours_prepared")
+    shape = read_json(data / "dataset.json")["shape"]
+    spacing = read_json(out / "data" / "brains" / "dataset.json")["spacing_mm"] if study == "ventricles" else None
+    for bundle, name in STUDY_GENERATORS[study]:
+        grid = models_dir(out, bundle) / "grid.json"
+        if grid.is_file():  # the grid the generator's weights were made on (affine: spacing on its diagonal)
+            reference = read_json(grid)
+            shape = reference["shape"]
+            spacing = [float(np.linalg.norm(np.asarray(reference["affine"])[:3, i])) for i in range(3)]
+        preset = generator_recipe(bundle, settings)["preset"]
+        how = {"starter": "starter weights", "weights": "named weights"}.get(
+            weights_source(settings, study, bundle), "trained in this run"
+        )
+        words = _grid_words(shape, spacing) if spacing is not None else (_grid_words(shape, [])[0], "-")
+        unit = " (2D slices of it)" if bundle == "slice_based_ldm_brats" else ""
+        rows.append(f"| {name} (`{bundle}`) | `{preset}` preset, {how} | {words[0]}{unit} | {words[1]} |")
+    _, base_id, dataset_name, _ = STUDY_SETS[study]
+    folders = variant_dataset_folders(out / "nnunet" / "nnUNet_preprocessed", base_id, dataset_name,
+                                      settings.trained_variants(study))  # fmt: skip
+    for variant, folder in folders.items():
+        plans = folder / "nnUNetPlans.json"
+        if not plans.is_file():
+            continue
+        configuration = read_json(plans)["configurations"]["3d_fullres"]
+        patch, spacing_mm = _grid_words(configuration["patch_size"], configuration["spacing"])
+        rows.append(f"| nnU-Net `{variant}` | `3d_fullres`, batch {configuration['batch_size']} | "
+                    f"patch {patch} | {spacing_mm} |")  # fmt: skip
+    return [
+        "### Models: preset, grid and spacing",
+        "",
+        "Generators: the preset of their recipe (`paper`: the bundle's own configs, the paper's sizes) and the grid",
+        "they work on. nnU-Net: its configuration, batch, patch and spacing from its plans (`nnUNetPlans.json`;",
+        "nnU-Net puts the coarsest axis first).",
+        "",
+        "| model | preset / configuration | grid (voxels) | spacing (mm) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
     """``## <title>`` of one finished study: ledger, fixed settings, results, bins, pictures."""
     evaluation = evaluation_dir(out, study)
@@ -533,6 +589,7 @@ def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
         lines += [f"Generated pairs accepted by QC (`generated/{study}/`, every candidate and its QC verdict in",
                   "`manifest.csv`):", "", f"![generated](generated/{study}/mosaic.png)", ""]  # fmt: skip
     lines += ledger_lines(out, study)
+    lines += model_grid_lines(out, study, settings)
     lines += fixed_lines(settings, study, design["bins"])
     lines += ["### Hold-out Dice per training set", "", *variant_table(comparison, "dice"), ""]
     lines += [

@@ -213,6 +213,9 @@ class StudySettings:
             without one the generators are weights: the bundle's starter or a named folder).
         generator_weights: per bundle, a folder of weights in the starter layout, used in place of
             the bundle's starter weights (``generators_from pool``).
+        generator_recipes: per bundle trained in the run, ``{"preset": name, "overrides": {...}}`` in
+            place of its starter recipe: a preset of ``configs/presets/`` or ``paper``
+            (the bundle's own configs, the paper's sizes), with config values over it.
     """
 
     scale: str
@@ -236,6 +239,7 @@ class StudySettings:
     device: str = "cpu"
     pools: Mapping[str, UserSet] = field(default_factory=dict)
     generator_weights: Mapping[str, str] = field(default_factory=dict)
+    generator_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.generators_from not in GENERATORS_FROM:

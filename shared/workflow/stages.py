@@ -49,7 +49,15 @@ from shared.segmentation.nnunet_dataset import (
     variant_name,
 )
 from shared.segmentation.nnunet_training import TrainingSchedule
-from shared.workflow.chaining import MASK_BUNDLE, ROOT, SPADE_BUNDLE, generate_pairs, run_bundle, run_command
+from shared.workflow.chaining import (
+    MASK_BUNDLE,
+    ROOT,
+    SPADE_BUNDLE,
+    generate_pairs,
+    preset_overlay,
+    run_bundle,
+    run_command,
+)
 from shared.workflow.design import (
     BINS,
     GENERATOR_STAGES,
@@ -153,10 +161,17 @@ def starter_recipe(bundle: Path) -> dict[str, Any]:
 def generator_recipe(bundle: str, settings: StudySettings) -> dict[str, Any]:
     """``{"preset", "overrides", "continuations"}`` a generator trains (or was trained) with.
 
-    ``generators_from real``: the starter recipe with the scale's ``scarce_recipes`` values over it
-    (a ``continuations`` entry replaces the starter's).
+    Weights a study file names carry their own recipe (their ``manifest.json``); otherwise the
+    bundle's starter recipe. A recipe the study file gives for a generator trained in the run
+    (``settings.generator_recipes``) replaces it. With ``generators_from real`` the scale's
+    ``scarce_recipes`` values go over the starter recipe (a ``continuations`` entry replaces the
+    starter's).
     """
-    manifest = starter_recipe(BUNDLE_FOLDERS[bundle])
+    if bundle in settings.generator_recipes:
+        given = settings.generator_recipes[bundle]
+        return {"preset": given["preset"], "overrides": dict(given.get("overrides", {})), "continuations": []}
+    named = settings.generator_weights.get(bundle)
+    manifest = read_starter_manifest(Path(named)) if named else starter_recipe(BUNDLE_FOLDERS[bundle])
     recipe = {
         "preset": manifest["preset"], "overrides": dict(manifest.get("overrides", {})),
         "continuations": [dict(step) for step in manifest.get("continuations", [])],
@@ -188,11 +203,11 @@ def train_bundle(
         "seed": seed,
     }  # fmt: skip
     stage_1 = ["configs/train_autoencoder.yaml"]
-    preset = f"configs/presets/{recipe['preset']}.yaml"
-    run_bundle(bundle, [*stage_1, preset], overrides, f"{what} autoencoder")
+    preset = preset_overlay(recipe["preset"])
+    run_bundle(bundle, [*stage_1, *preset], overrides, f"{what} autoencoder")
     for step, values in enumerate([{}, *recipe.get("continuations", [])]):
         name = f"{what} diffusion" + (f" (continuation {step})" if step else "")
-        run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", preset], {**overrides, **values}, name)
+        run_bundle(bundle, [*stage_1, "configs/train_diffusion.yaml", *preset], {**overrides, **values}, name)
 
 
 #: What a generator's models folder was trained with (its recipe, seed and data), written before training.
@@ -770,6 +785,7 @@ def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> list
             folder, count, conditions, generation.guidance_scale, mask_sampler=mask_solver.sampler,
             mask_steps=mask_solver.steps, image_sampler=image_solver.sampler, image_steps=image_solver.steps, seed=seed,
             preset=generator_recipe("ventricle_mask_ldm", settings)["preset"],
+            spade_preset=generator_recipe("spade_mri_ldm", settings)["preset"],
             mask_overrides=mask_values, spade_overrides=spade_values,
         )  # fmt: skip
 
@@ -891,7 +907,7 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
 
     def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
         run_bundle(
-            SBLDM_BUNDLE, ["configs/inference.yaml", f"configs/presets/{recipe['preset']}.yaml"],
+            SBLDM_BUNDLE, ["configs/inference.yaml", *preset_overlay(recipe["preset"])],
             {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
              "output_dir": str(folder), "num_samples": count, "sampler": generation.samplers["tumour"].sampler,
              "num_inference_steps": generation.samplers["tumour"].steps, "seed": seed, "device": settings.device},

@@ -19,13 +19,16 @@
       tumours:
         ...
         tumour_ids: [1, 2, 4]    # segmentation ids of the whole tumour (BraTS 2021; 2023: 1, 2, 3)
-    generators:                  # optional: per bundle, a folder of weights in the starter layout
+    generators:                  # optional, per bundle: weights in the starter layout, or the recipe it trains with
       ventricle_mask_ldm: {weights: /models/mask_ldm}
+      spade_mri_ldm: {preset: paper}                  # trained in the run at the paper's sizes (a GPU)
+      slice_based_ldm_brats: {preset: science, overrides: {diffusion_epochs: 400}}
 
 Relative paths are read from the study file's folder. :func:`load_study` checks the whole file
 before anything is written: unknown keys, wrong types, missing folders, empty sets, training and
 hold-out sets that share subjects, tumour ids in no label map, brains without ventricle labels,
-images of several grids without a working grid, starter weights on another grid. Each problem is
+images of several grids without a working grid, starter weights on another grid, a preset a
+bundle lacks, a recipe for a generator that is not trained in the run. Each problem is
 one line naming the key or the file. :func:`resolved_study` is the file with every default
 filled in, which the run writes beside its report (``study.yaml``), so a study reruns exactly.
 """
@@ -43,14 +46,17 @@ import yaml
 from tqdm.auto import tqdm
 
 from shared.io import InputError
+from shared.workflow.chaining import PAPER_PRESET, ROOT
 from shared.workflow.settings import SCALES, STUDIES, StudySettings, resolve_settings
 from shared.workflow.user_sets import UserSet
 
 TOP_KEYS = ("defaults", "studies", "settings", "data", "generators")
+GENERATOR_KEYS = ("weights", "preset", "overrides")
 DATA_KEYS = ("real", "holdout", "pool", "layout", "grid", "skip_bad", "validation_fraction", "tumour_ids")
 #: The sets of one study's data and whether each must be given.
 SET_ROLES = {"real": True, "holdout": True, "pool": False}
 #: The generator bundles whose weights a study file may name, per study.
+BUNDLE_ROOT = ROOT / "bundles"
 GENERATOR_BUNDLES = {"ventricles": ("ventricle_mask_ldm", "spade_mri_ldm"), "tumours": ("slice_based_ldm_brats",)}
 #: Settings that follow from the data when a study names its own (the demo data's grid and counts).
 DATA_SETTINGS = {"ventricles": ("n_brains", "shape", "spacing", "brain_enlargement", "ventricle_holdout"),
@@ -266,21 +272,64 @@ def _user_sets(study: str, data: dict[str, Any], base: Path, working_shape: tupl
     return sets
 
 
-def _generator_weights(value: Any, studies: Sequence[str], base: Path) -> dict[str, str]:
+def _preset_names(bundle: str) -> list[str]:
+    return [PAPER_PRESET, *sorted(p.stem for p in (BUNDLE_ROOT / bundle / "configs" / "presets").glob("*.yaml"))]
+
+
+def _config_keys(bundle: str) -> set[str]:
+    """The top-level keys of a bundle's training and inference configs (the values a recipe may set)."""
+    keys: set[str] = set()
+    for name in ("train_autoencoder", "train_diffusion", "inference"):
+        config = BUNDLE_ROOT / bundle / "configs" / f"{name}.yaml"
+        keys.update(yaml.safe_load(config.read_text()) or {})
+    return keys
+
+
+def _generators(value: Any, studies: Sequence[str], base: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """``(weights, recipes)``: per bundle, a folder of weights or the recipe it trains with in the run."""
     generators = _mapping(value, "generators")
     allowed = [bundle for study in studies for bundle in GENERATOR_BUNDLES[study]]
     _unknown(generators, allowed, "generators")
-    weights = {}
+    weights, recipes = {}, {}
     for bundle, entry in generators.items():
-        entry = _mapping(entry, f"generators.{bundle}")
-        _unknown(entry, ("weights",), f"generators.{bundle}")
-        if "weights" not in entry:
-            raise InputError(f"generators.{bundle}: give weights: <folder of weights in the starter layout>")
-        folder = _path(entry["weights"], base, f"generators.{bundle}.weights")
-        if not (Path(folder) / "manifest.json").is_file():
-            raise InputError(f"generators.{bundle}.weights: {folder} holds no manifest.json (the starter layout)")
-        weights[bundle] = folder
-    return weights
+        where = f"generators.{bundle}"
+        entry = _mapping(entry, where)
+        _unknown(entry, GENERATOR_KEYS, where)
+        if "weights" in entry and len(entry) > 1:
+            raise InputError(f"{where}: weights carry their own recipe (their manifest.json); give weights or "
+                             "preset/overrides, not both")  # fmt: skip
+        if "weights" in entry:
+            folder = _path(entry["weights"], base, f"{where}.weights")
+            if not (Path(folder) / "manifest.json").is_file():
+                raise InputError(f"{where}.weights: {folder} holds no manifest.json (the starter layout)")
+            weights[bundle] = folder
+            continue
+        if "preset" not in entry:
+            raise InputError(f"{where}: give weights: <folder in the starter layout> or preset: <name>")
+        presets = _preset_names(bundle)
+        if entry["preset"] not in presets:
+            raise InputError(f"{where}.preset: {entry['preset']!r} is not a preset of {bundle}, expected one of "
+                             f"{', '.join(presets)}")  # fmt: skip
+        overrides = _mapping(entry.get("overrides"), f"{where}.overrides")
+        unknown = sorted(set(overrides) - _config_keys(bundle))
+        if unknown:
+            raise InputError(f"{where}.overrides: unknown key {unknown[0]!r}: no training or inference config of "
+                             f"{bundle} sets it")  # fmt: skip
+        recipes[bundle] = {"preset": entry["preset"], "overrides": overrides}
+    return weights, recipes
+
+
+def _check_trained(settings: StudySettings, studies: Sequence[str]) -> None:
+    """A recipe is for a generator trained in the run; starter weights keep their own."""
+    from shared.workflow.design import generator_source
+
+    for study in studies:
+        for bundle in GENERATOR_BUNDLES[study]:
+            if bundle in settings.generator_recipes and generator_source(settings, study, bundle) == "starter":
+                raise InputError(
+                    f"generators.{bundle}.preset: {bundle} is not trained in this run (its starter weights are "
+                    f"used); give data.{study}.pool or generators_from: real to train it"
+                )
 
 
 def load_study(path: str | os.PathLike) -> Study:
@@ -310,12 +359,13 @@ def load_study(path: str | os.PathLike) -> Study:
             raise InputError(f"settings.{overlap[0]}: set by data.{study} (its grid and sets), not a setting here")
     base = path.parent
     named = _mapping(content.get("generators"), "generators")
-    if named and flags.get("generators_from", SCALES[scale]["generators_from"]) == "real":
+    with_weights = [bundle for bundle, entry in named.items() if isinstance(entry, Mapping) and "weights" in entry]
+    if with_weights and flags.get("generators_from", SCALES[scale]["generators_from"]) == "real":
         raise InputError(
-            f"generators.{next(iter(named))}: named weights, but generators_from real trains every generator "
+            f"generators.{with_weights[0]}: named weights, but generators_from real trains every generator "
             "on the real set; remove one of the two"
         )
-    weights = _generator_weights(named, studies, base)
+    weights, recipes = _generators(named, studies, base)
     try:
         settings = resolve_settings(scale, **flags)
     except InputError as error:
@@ -324,14 +374,15 @@ def load_study(path: str | os.PathLike) -> Study:
     for study, entries in data.items():
         working = settings.tumours.prepared_shape if study == "tumours" else None
         user[study] = _user_sets(study, _mapping(entries, f"data.{study}"), base, working)
-    settings = with_user_data(settings, user, weights)
+    settings = replace(with_user_data(settings, user, weights), generator_recipes=recipes)
+    _check_trained(settings, studies)
     from shared.workflow.design import plan_study
     from shared.workflow.ledger import check_unseen
 
     for study in studies:  # no hold-out subject in any ledger the design gives (the weights' included)
         plan = plan_study(settings, study)
         check_unseen(plan.holdout, plan.ledgers(), f"data.{study}.holdout")
-    resolved = resolved_study(scale, studies, flags, user, weights, settings)
+    resolved = resolved_study(scale, studies, flags, user, weights, recipes, settings)
     return Study(settings, tuple(studies), resolved, path)
 
 
@@ -365,7 +416,7 @@ def _plain(value: Any) -> Any:
 
 def resolved_study(
     scale: str, studies: Sequence[str], flags: Mapping[str, Any], user: Mapping[str, Mapping[str, UserSet]],
-    weights: Mapping[str, str], settings: StudySettings,
+    weights: Mapping[str, str], recipes: Mapping[str, Mapping[str, Any]], settings: StudySettings,
 ) -> dict[str, Any]:  # fmt: skip
     """The study file with every default filled in (absolute paths, the grid found from the images)."""
     values = {key: value for key, value in {**SCALES[scale], **flags}.items()}
@@ -384,8 +435,9 @@ def resolved_study(
     resolved: dict[str, Any] = {"defaults": scale, "studies": list(studies), "settings": _plain(values)}
     if data:
         resolved["data"] = data
-    if weights:
-        resolved["generators"] = {bundle: {"weights": folder} for bundle, folder in weights.items()}
+    generators = {**{bundle: {"weights": folder} for bundle, folder in weights.items()}, **_plain(recipes)}
+    if generators:
+        resolved["generators"] = generators
     return resolved
 
 
