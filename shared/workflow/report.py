@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from shared.evaluation.study_statistics import BETTER, MIN_CASES, NOT_AFTER_HOLM, WORSE, verdict
-from shared.io import atomic_path, read_csv, read_datalist, read_json, write_json
+from shared.io import atomic_path, read_csv, read_datalist, read_grid_reference, read_json, write_json
 from shared.workflow.design import BIN_WORDS, BINS, STUDY_GENERATORS
 from shared.workflow.design import generator_source as weights_source
 from shared.workflow.generation_rounds import accepted_rows
@@ -531,29 +531,30 @@ def fidelity_lines(out: Path, study: str) -> list[str]:
     return [*lines, ""]
 
 
-def _grid_words(shape: Sequence[Any], spacing: Sequence[Any]) -> tuple[str, str]:
-    return " x ".join(str(int(n)) for n in shape), " x ".join(f"{float(v):.3g}" for v in spacing)
+def _grid_words(values: Sequence[Any], digits: str = "d") -> str:
+    return " x ".join(format(int(v) if digits == "d" else float(v), digits) for v in values)
 
 
 def model_grid_lines(out: Path, study: str, settings: StudySettings) -> list[str]:
     """``### Models: preset, grid and spacing``: what each generator and nnU-Net model worked on."""
+    from nibabel.affines import voxel_sizes
+
     rows = []
     data = out / "data" / ("brains" if study == "ventricles" else "tumours_prepared")
     shape = read_json(data / "dataset.json")["shape"]
     spacing = read_json(out / "data" / "brains" / "dataset.json")["spacing_mm"] if study == "ventricles" else None
     for bundle, name in STUDY_GENERATORS[study]:
         grid = models_dir(out, bundle) / "grid.json"
-        if grid.is_file():  # the grid the generator's weights were made on (affine: spacing on its diagonal)
-            reference = read_json(grid)
-            shape = reference["shape"]
-            spacing = [float(np.linalg.norm(np.asarray(reference["affine"])[:3, i])) for i in range(3)]
+        if grid.is_file():  # the grid the generator's weights were made on
+            shape, affine = read_grid_reference(grid)
+            spacing = voxel_sizes(affine)
         preset = generator_recipe(bundle, settings)["preset"]
         how = {"starter": "starter weights", "weights": "named weights"}.get(
             weights_source(settings, study, bundle), "trained in this run"
         )
-        words = _grid_words(shape, spacing) if spacing is not None else (_grid_words(shape, [])[0], "-")
         unit = " (2D slices of it)" if bundle == "slice_based_ldm_brats" else ""
-        rows.append(f"| {name} (`{bundle}`) | `{preset}` preset, {how} | {words[0]}{unit} | {words[1]} |")
+        spacing_mm = "-" if spacing is None else _grid_words(spacing, ".3g")
+        rows.append(f"| {name} (`{bundle}`) | `{preset}` preset, {how} | {_grid_words(shape)}{unit} | {spacing_mm} |")
     _, base_id, dataset_name, _ = STUDY_SETS[study]
     folders = variant_dataset_folders(out / "nnunet" / "nnUNet_preprocessed", base_id, dataset_name,
                                       settings.trained_variants(study))  # fmt: skip
@@ -562,9 +563,9 @@ def model_grid_lines(out: Path, study: str, settings: StudySettings) -> list[str
         if not plans.is_file():
             continue
         configuration = read_json(plans)["configurations"]["3d_fullres"]
-        patch, spacing_mm = _grid_words(configuration["patch_size"], configuration["spacing"])
         rows.append(f"| nnU-Net `{variant}` | `3d_fullres`, batch {configuration['batch_size']} | "
-                    f"patch {patch} | {spacing_mm} |")  # fmt: skip
+                    f"patch {_grid_words(configuration['patch_size'])} | "
+                    f"{_grid_words(configuration['spacing'], '.3g')} |")  # fmt: skip
     return [
         "### Models: preset, grid and spacing",
         "",

@@ -55,8 +55,8 @@ GENERATOR_KEYS = ("weights", "preset", "overrides")
 DATA_KEYS = ("real", "holdout", "pool", "layout", "grid", "skip_bad", "validation_fraction", "tumour_ids")
 #: The sets of one study's data and whether each must be given.
 SET_ROLES = {"real": True, "holdout": True, "pool": False}
-#: The generator bundles whose weights a study file may name, per study.
 BUNDLE_ROOT = ROOT / "bundles"
+#: The generator bundles whose weights a study file may name, per study.
 GENERATOR_BUNDLES = {"ventricles": ("ventricle_mask_ldm", "spade_mri_ldm"), "tumours": ("slice_based_ldm_brats",)}
 #: Settings that follow from the data when a study names its own (the demo data's grid and counts).
 DATA_SETTINGS = {"ventricles": ("n_brains", "shape", "spacing", "brain_enlargement", "ventricle_holdout"),
