@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from shared.demo.dataset import write_tumour_dataset
-from shared.evaluation.brain_shape import brain_mask, brain_reference, check_brain, measure_brain
+from shared.evaluation.brain_shape import (
+    BACKGROUND_FLOOR,
+    brain_mask,
+    brain_reference,
+    check_brain,
+    measure_brain,
+)
 from shared.evaluation.image_fidelity import compare_to_real, diversity, frechet_distance, mean_over_planes
 from shared.evaluation.memorisation import audit
 from shared.io import InputError, load_image, load_label_map, read_datalist, voxel_volume_mm3
@@ -77,6 +83,13 @@ def test_a_volume_without_a_brain_fails_the_brain_check(tumours):
     shape = measure_brain(hazy, voxel_ml)
     assert shape.background > 3 * real.background  # 0.04 for the demo's real images
     assert any(r.startswith("no dark background") for r in check_brain(shape, reference))
+    # skull-stripped or zero-padded real images (BraTS, FreeSurfer) have a border of zeros: ratio 0; a generated
+    # brain with a little noise in its border still passes, the grey field still fails
+    stripped = [image.array * brain_mask(image.array) for image, _ in tumours]
+    zero_border = brain_reference([measure_brain(image, voxel_ml) for image in stripped])
+    assert max(measure_brain(image, voxel_ml).background for image in stripped) == 0.0
+    assert zero_border.max_background == BACKGROUND_FLOOR and check_brain(real, zero_border) == []
+    assert any(r.startswith("no dark background") for r in check_brain(shape, zero_border))
 
 
 def test_an_exact_copy_of_a_training_case_is_flagged_and_a_new_case_is_not(tumours):

@@ -107,6 +107,14 @@ class BrainReference:
     max_background: float = float("inf")
 
 
+#: The smallest accepted background ratio. Skull-stripped or zero-padded real images (BraTS, a
+#: FreeSurfer T1, any image padded onto a working grid) have a border of exact zeros: a ratio of 0,
+#: against which every generated image, whose border holds a little noise (0.01-0.06), would fail.
+#: 0.06 lies below the smallest reference the demo data gives (0.067 for its tumour FLAIRs, 0.090 for
+#: its brains), so it loosens nothing there; grey fields without a brain give 0.1-0.5.
+BACKGROUND_FLOOR = 0.06
+
+
 def brain_reference(
     shapes: Iterable[BrainShape],
     volume_tolerance: tuple[float, float] = (0.8, 1.25),
@@ -116,7 +124,8 @@ def brain_reference(
     """The accepted ranges from real images: their brain volumes' min and max times ``volume_tolerance``,
     their largest slice jump times ``jump_tolerance``, their largest background ratio times
     ``background_tolerance`` (2: the previous slice-LDM starter's images, grey fields, lie at 2.6-14x
-    the demo's real largest; the current starter's median at 1.2x).
+    the demo's real largest; the current starter's median at 1.2x), and never below
+    :data:`BACKGROUND_FLOOR`.
 
     Raises:
         InputError: no real image, or tolerances that do not widen the range.
@@ -134,7 +143,7 @@ def brain_reference(
     return BrainReference(
         (low * min(volumes), high * max(volumes)),
         jump_tolerance * max(s.slice_jump for s in shapes),
-        background_tolerance * max(s.background for s in shapes),
+        max(background_tolerance * max(s.background for s in shapes), BACKGROUND_FLOOR),
     )
 
 
