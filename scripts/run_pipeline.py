@@ -5,6 +5,7 @@ Usage (from the project root)::
     python scripts/run_pipeline.py --output_dir outputs/demo
     python scripts/run_pipeline.py --output_dir outputs/demo --n_brains 40 --shape 96,112,96 --force
     python scripts/run_pipeline.py --output_dir outputs/demo --branches none   # the data stages only
+    python scripts/run_pipeline.py --study scripts/studies/demo.yaml          # the same as the first line
 
 Stages (each skipped when it already finished with the same parameters): demo brains and
 tumour cases -> conditioning tables -> the ventricle study (mask and SPADE bundles trained,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from conftest import run_script, save_nifti
 from shared.conditioning.features import MinMaxNormaliser
@@ -129,6 +130,8 @@ def test_pipeline_writes_report_and_skips_finished_stages(tmp_path):
     report = (out / "report.md").read_text()
     assert "ventricle volume" in report and "![conditions](conditions/summary.png)" in report
     assert "## Stage times" in report and "| demo_brains |" in report and "Demo scale" not in report
+    resolved = yaml.safe_load((out / "study.yaml").read_text())  # the shipped demo study with the flags over it
+    assert resolved["defaults"] == "demo" and resolved["studies"] == [] and resolved["settings"]["n_brains"] == 4
     rows = read_csv(out / "conditions" / "ventricles.csv")
     assert {r["split"] for r in rows} == {"training", "validation"}
     training_c = [float(r["c"]) for r in rows if r["split"] == "training"]

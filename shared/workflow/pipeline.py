@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.bounds import Count, Positive, PositiveFloat
 from shared.conditioning.tables import TUMOURS, VENTRICLES
@@ -27,6 +27,9 @@ from shared.demo.grid import make_grid
 from shared.io import InputError, read_datalist, read_json, write_csv, write_json
 from shared.workflow.demo_recipes import DemoRecipe
 from shared.workflow.settings import STUDIES, StudySettings, resolve_settings
+
+if TYPE_CHECKING:
+    from shared.workflow.study_file import Study
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +184,10 @@ def run_demo_pipeline(
 ) -> Path:
     """The whole story on the built-in demo data, at ``--scale demo`` or ``study``; returns the report's path.
 
+    A scale is a study file shipped with the project (``scripts/studies/<scale>.yaml``); the
+    flags here are values over its settings, and the run writes the study as resolved to
+    ``<output_dir>/study.yaml`` (``--study`` reruns it). ``--study`` runs the user's own file.
+
     Stages: ``demo_brains``, ``demo_tumours``, ``conditions``; then per study (``--branches``,
     default both; ``none`` stops after the data): the ventricle study (hold-out brains of
     subjects no model saw; the mask and SPADE generators; pairs generated towards enlarged
@@ -238,58 +245,55 @@ def run_demo_pipeline(
     """
     if not isinstance(force, bool):
         raise InputError(f"--force: a flag (true/false), got {force!r}")
+    flags = {"generators_from": generators_from, "n_brains": n_brains, "n_tumours": n_tumours, "shape": shape,
+             "spacing": spacing, "tumour_shape": tumour_shape, "seed": seed, "n_generated": n_generated,
+             "samplers": samplers, "qc_rounds": qc_rounds, "nnunet_epochs": nnunet_epochs,
+             "nnunet_iterations": nnunet_iterations, "nnunet_seeds": nnunet_seeds,
+             "nnunet_optimizer": nnunet_optimizer, "nnunet_lr": nnunet_lr, "device": device}  # fmt: skip
+    flags = {name: value for name, value in flags.items() if value is not None}
     if study is not None:
-        beside = {"scale": scale if scale != "demo" else None, "generators_from": generators_from,
-                  "n_brains": n_brains, "n_tumours": n_tumours, "shape": shape, "spacing": spacing,
-                  "tumour_shape": tumour_shape, "seed": seed, "branches": branches, "n_generated": n_generated,
-                  "samplers": samplers, "qc_rounds": qc_rounds, "nnunet_epochs": nnunet_epochs,
-                  "nnunet_iterations": nnunet_iterations, "nnunet_seeds": nnunet_seeds,
-                  "nnunet_optimizer": nnunet_optimizer, "nnunet_lr": nnunet_lr, "device": device}  # fmt: skip
-        given = [name for name, value in beside.items() if value is not None]
-        if given:
-            raise InputError(f"--{given[0]}: with --study, set it in the study file (its settings), not beside it")
+        beside = [*(["scale"] if scale != "demo" else []), *flags, *(["branches"] if branches is not None else [])]
+        if beside:
+            raise InputError(f"--{beside[0]}: with --study, set it in the study file (its settings), not beside it")
         return run_study_file(study, output_dir, force)
-    settings = resolve_settings(
-        scale, generators_from=generators_from, n_brains=n_brains, n_tumours=n_tumours, shape=shape,
-        spacing=spacing, tumour_shape=tumour_shape, seed=seed, n_generated=n_generated,
-        samplers=samplers, qc_rounds=qc_rounds, nnunet_epochs=nnunet_epochs,
-        nnunet_iterations=nnunet_iterations, nnunet_seeds=nnunet_seeds, nnunet_optimizer=nnunet_optimizer,
-        nnunet_lr=nnunet_lr, device=device,
-    )  # fmt: skip
+    from shared.workflow.study_file import load_study, scale_study_file
+
+    resolve_settings(scale, **flags)  # a bad flag is named as the flag (--shape ...), not as a study-file key
+    chosen = load_study(scale_study_file(scale), flags, _studies(branches) if branches is not None else None)
     output_dir = Path(f"outputs/{scale}" if output_dir is None else output_dir).resolve()
-    return run_studies(output_dir, settings, _studies(STUDIES if branches is None else branches), force)
+    return run_study(chosen, output_dir, force)
 
 
 def run_study_file(path: str | os.PathLike, output_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """The main command for a study file (see :mod:`shared.workflow.study_file`); returns the report's path.
-
-    The file is checked as a whole first; the study as resolved (every default filled in) is
-    written to ``<output_dir>/study.yaml`` before the first stage, so the run can be repeated
-    exactly with ``--study <output_dir>/study.yaml``.
-    """
-    from shared.workflow.study_file import load_study, write_resolved
+    """The main command for a study file (see :mod:`shared.workflow.study_file`); returns the report's path."""
+    from shared.workflow.study_file import load_study
 
     study = load_study(path)
     output_dir = Path(f"outputs/{study.path.stem}" if output_dir is None else output_dir).resolve()
+    return run_study(study, output_dir, force)
+
+
+def run_study(study: Study, output_dir: Path, force: bool = False) -> Path:
+    """Run a checked study; returns the report's path.
+
+    The study as resolved (every default filled in) is written to ``<output_dir>/study.yaml``
+    before the first stage, so the run can be repeated exactly with ``--study <output_dir>/study.yaml``.
+    """
+    from shared.workflow.study_file import write_resolved
+
+    check_before_writing(study.settings, study.studies)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_resolved(study, output_dir)
     return run_studies(output_dir, study.settings, study.studies, force)
 
 
-def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool = False) -> Path:
-    """The main command's stages for resolved ``settings`` (see :func:`run_demo_pipeline`); returns the report."""
+def check_before_writing(settings: StudySettings, studies: Sequence[str]) -> None:
+    """The checks a run makes before it writes anything: the grids, the starter weights' grid, each study's plan."""
     from shared.workflow.design import generator_source, plan_study, weights_folder
-    from shared.workflow.report import write_report
-    from shared.workflow.stages import (
-        MASK_BUNDLE,
-        SPADE_BUNDLE,
-        check_starter_grid,
-        run_tumour_study,
-        run_ventricle_study,
-    )
+    from shared.workflow.stages import MASK_BUNDLE, SPADE_BUNDLE, check_starter_grid
 
     brains, tumours = settings.brains, settings.tumours
-    make_grid(brains.shape, brains.spacing)  # validate before anything is written
+    make_grid(brains.shape, brains.spacing)
     make_grid(tumours.shape, None if isinstance(tumours, DemoRecipe) else tumours.spacing)
     if "ventricles" in studies:
         for bundle in (MASK_BUNDLE, SPADE_BUNDLE):
@@ -298,6 +302,15 @@ def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str
                 check_starter_grid(weights_folder(settings, bundle.name), list(brains.shape), where)
     for study in studies:
         plan_study(settings, study)  # the starter ledgers exist and the variants are known
+
+
+def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool = False) -> Path:
+    """The main command's stages for resolved ``settings`` (see :func:`run_demo_pipeline`); returns the report."""
+    from shared.workflow.report import write_report
+    from shared.workflow.stages import run_tumour_study, run_ventricle_study
+
+    check_before_writing(settings, studies)
+    brains, tumours = settings.brains, settings.tumours
     runner = StageRunner(output_dir, force=force)
     data = output_dir / "data"
     if isinstance(brains, DemoRecipe):

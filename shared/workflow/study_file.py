@@ -56,6 +56,8 @@ DATA_KEYS = ("real", "holdout", "pool", "layout", "grid", "skip_bad", "validatio
 #: The sets of one study's data and whether each must be given.
 SET_ROLES = {"real": True, "holdout": True, "pool": False}
 BUNDLE_ROOT = ROOT / "bundles"
+#: The study files shipped with the project: one per scale (the main command's ``--scale``).
+SHIPPED_STUDIES = ROOT / "scripts" / "studies"
 #: The generator bundles whose weights a study file may name, per study.
 GENERATOR_BUNDLES = {"ventricles": ("ventricle_mask_ldm", "spade_mri_ldm"), "tumours": ("slice_based_ldm_brats",)}
 #: Settings that follow from the data when a study names its own (the demo data's grid and counts).
@@ -332,8 +334,22 @@ def _check_trained(settings: StudySettings, studies: Sequence[str]) -> None:
                 )
 
 
-def load_study(path: str | os.PathLike) -> Study:
+def scale_study_file(scale: str) -> Path:
+    """The shipped study file of a scale (``--scale demo`` runs ``scripts/studies/demo.yaml``)."""
+    if scale not in SCALES:
+        raise InputError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
+    return SHIPPED_STUDIES / f"{scale}.yaml"
+
+
+def load_study(
+    path: str | os.PathLike, settings: Mapping[str, Any] | None = None, studies: Sequence[str] | None = None
+) -> Study:
     """Read and check a study file as a whole (see the module docstring); nothing is written.
+
+    Args:
+        path: the study file.
+        settings: values over the file's ``settings`` (the main command's flags over a shipped file).
+        studies: the studies to run in place of the file's ``studies`` (``[]``: the data only).
 
     Raises:
         InputError: one line naming the key or file at fault.
@@ -344,12 +360,12 @@ def load_study(path: str | os.PathLike) -> Study:
     scale = content.get("defaults", "demo")
     if scale not in SCALES:
         raise InputError(f"defaults: {scale!r} is not a scale, expected one of {', '.join(SCALES)}")
-    studies = content.get("studies", list(STUDIES))
+    studies = content.get("studies", list(STUDIES)) if studies is None else studies
     studies = [studies] if isinstance(studies, str) else studies
-    if not isinstance(studies, Sequence) or not studies or any(s not in STUDIES for s in studies):
-        raise InputError(f"studies: expected some of {', '.join(STUDIES)}, got {studies!r}")
+    if not isinstance(studies, Sequence) or any(s not in STUDIES for s in studies):
+        raise InputError(f"studies: expected some of {', '.join(STUDIES)} ([]: the data only), got {studies!r}")
     studies = [s for s in STUDIES if s in studies]
-    flags = _mapping(content.get("settings"), "settings")
+    flags = {**_mapping(content.get("settings"), "settings"), **(settings or {})}
     _unknown(flags, list(SCALES[scale]), "settings")
     data = _mapping(content.get("data"), "data")
     _unknown(data, studies, "data")
