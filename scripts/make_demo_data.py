@@ -12,6 +12,11 @@ The same cases in the layouts researchers have (to try the "your own data" path)
     python scripts/make_demo_data.py freesurfer outputs/demo/brains/datalist.json  outputs/layouts/subjects
     python scripts/make_demo_data.py synthseg   outputs/demo/brains/datalist.json  outputs/layouts/synthseg
 
+The data of the example study files ``scripts/studies/freesurfer_ventricles.yaml`` and
+``brats_tumours.yaml`` (FreeSurfer subjects and BraTS 2021 cases, training and hold-out)::
+
+    python scripts/make_demo_data.py examples   outputs/example_data
+
 Each dataset folder gets ``images/``, ``labels/``, ``datalist.json`` (MONAI format),
 ``dataset.json`` (parameters, label set) and ``mosaic.png``. The same seed gives
 byte-identical arrays. ``--spacing`` is mm per voxel (one number or three); by default a
@@ -25,7 +30,12 @@ from pathlib import Path
 from shared.bounds import Count, Positive, PositiveFloat
 from shared.cli.runner import run_cli
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
-from shared.demo.layouts import write_brats_layout, write_freesurfer_layout, write_synthseg_layout
+from shared.demo.layouts import (
+    write_brats_layout,
+    write_example_study_data,
+    write_freesurfer_layout,
+    write_synthseg_layout,
+)
 
 
 def all_datasets(
@@ -61,5 +71,6 @@ if __name__ == "__main__":
             "brats": write_brats_layout,
             "freesurfer": write_freesurfer_layout,
             "synthseg": write_synthseg_layout,
+            "examples": write_example_study_data,
         }
     )

@@ -14,13 +14,19 @@ import study_fakes
 import yaml
 
 from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
-from shared.demo.layouts import write_brats_layout, write_freesurfer_layout, write_synthseg_layout
-from shared.io import InputError, read_json
+from shared.demo.layouts import (
+    write_brats_layout,
+    write_example_study_data,
+    write_freesurfer_layout,
+    write_synthseg_layout,
+)
+from shared.io import InputError, read_csv, read_json
 from shared.workflow.design import plan_study
 from shared.workflow.ledger import read_ledger
 from shared.workflow.pipeline import run_demo_pipeline, run_study_file
+from shared.workflow.settings import SCALES, STUDIES, resolve_settings
 from shared.workflow.stages import pool_set_datalist
-from shared.workflow.study_file import load_study
+from shared.workflow.study_file import SHIPPED_STUDIES, load_study, scale_study_file, write_resolved
 
 #: Small settings for every study here (a few cases, 2 seeds, quick fidelity).
 SMALL_SETTINGS = {"n_generated": 4, "nnunet_seeds": 2, "fidelity": {"feature_iterations": 20, "resamples": 20}}
@@ -273,3 +279,82 @@ def test_with_a_study_file_no_other_setting_is_taken_beside_it(user_data, tmp_pa
     with pytest.raises(InputError, match="--nnunet_lr: with --study, set it in the study file"):
         run_demo_pipeline(study=str(path), nnunet_lr=0.01, output_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_each_scale_is_a_shipped_study_file_and_its_resolved_copy_reruns_it(tmp_path):
+    for scale in SCALES:
+        study = load_study(scale_study_file(scale))
+        assert study.settings == resolve_settings(scale) and study.studies == STUDIES
+    # the main command's flags are values over the file; --branches none: the data only
+    flagged = load_study(scale_study_file("demo"), {"n_brains": 4, "shape": [40, 40, 40]}, [])
+    assert flagged.settings == resolve_settings("demo", n_brains=4, shape=(40, 40, 40)) and flagged.studies == ()
+    target = write_resolved(flagged, tmp_path)
+    again = load_study(target)
+    assert again.settings == flagged.settings and again.studies == ()
+    with pytest.raises(InputError, match="--scale 'huge': expected one of demo, study"):
+        scale_study_file("huge")
+
+
+#: A tiny study with every real component: the starter generators at the demo's sampling steps (at 2 steps
+#: QC rejects every ventricle pair and the augmented variant is not trained), 2 pairs, one nnU-Net model of
+#: 2 iterations per variant, a short fidelity network.
+TINY_REAL_SETTINGS = {
+    "n_generated": 2, "qc_rounds": 2, "nnunet_seeds": 1, "nnunet_epochs": 1, "nnunet_iterations": 2,
+    "ventricle_variants": ["real", "augmented"], "tumour_variants": ["real", "augmented"],
+    "fidelity": {"feature_iterations": 5, "resamples": 10},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_layout_goes_end_to_end_through_the_real_generators_and_nnunet(user_data, tmp_path):
+    """No fakes: FreeSurfer real brains, a SynthSeg hold-out; BraTS real cases, a datalist hold-out."""
+    from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+
+    freesurfer, _ = user_data["freesurfer"]
+    # other subjects than the starter generators' (demo seed 0) for the hold-outs
+    other_brains = write_brain_dataset(tmp_path / "b", n_cases=4, shape=(32, 32, 32), seed=3000, validation_fraction=0)
+    synthseg_holdout = write_synthseg_layout(other_brains, tmp_path / "synthseg_holdout")
+    for path in synthseg_holdout.iterdir():  # the layout names subjects sub-000...: other names, other subjects
+        path.rename(path.with_name(path.name.replace("sub-", "ext-")))
+    _, brats = user_data["brats"]  # BraTS2021_00008-00011, kept whole by every test
+    # a head within the working grid's 160 mm along z (the demo's 192 mm field of view is refused)
+    other_tumours = write_tumour_dataset(
+        tmp_path / "t", n_cases=3, shape=(64, 64, 48), spacing=3.0, seed=3000, validation_fraction=0
+    )
+    content = {
+        "defaults": "demo",
+        "settings": TINY_REAL_SETTINGS,
+        "data": {
+            "ventricles": {"real": str(freesurfer), "holdout": str(synthseg_holdout), "grid": BRAIN_GRID},
+            "tumours": {"real": str(brats), "holdout": str(other_tumours), "grid": TUMOUR_GRID,
+                        "tumour_ids": [1, 2, 4]},
+        },
+    }  # fmt: skip
+    out = tmp_path / "run"
+    report = run_study_file(write_study(tmp_path, content), out).read_text()
+    for section in ("## Answer", "## Ventricle segmentation", "## Tumour segmentation", "## Stage times"):
+        assert section in report, section
+    assert "| nnU-Net `real` | `3d_fullres`" in report
+    assert "| slice LDM (`slice_based_ldm_brats`) | `demo` preset, starter weights" in report
+    for study, n_holdout in (("ventricles", 4), ("tumours", 3)):
+        rows = read_csv(out / "evaluation" / study / "per_case.csv")
+        assert len(rows) == 2 * n_holdout and {r["model"] for r in rows} == {"real", "augmented"}
+        assert all(0 <= float(r["dice"]) <= 1 for r in rows)
+    pairs = read_csv(out / "generated" / "tumours" / "manifest.csv")
+    assert pairs and all(r["qc_status"] for r in pairs)
+
+
+@pytest.mark.slow
+def test_the_shipped_example_study_files_load_on_the_example_data(tmp_path):
+    write_example_study_data(tmp_path / "outputs" / "example_data", n_train=3, n_test=2)
+    studies = tmp_path / "scripts" / "studies"
+    studies.mkdir(parents=True)
+    for name, study in (("freesurfer_ventricles", "ventricles"), ("brats_tumours", "tumours")):
+        shutil.copy(SHIPPED_STUDIES / f"{name}.yaml", studies)
+        loaded = load_study(studies / f"{name}.yaml")
+        assert loaded.studies == (study,)
+        sets = {role: loaded.resolved["data"][study][role] for role in ("real", "holdout")}
+        assert sets == {role: str(tmp_path / "outputs" / "example_data" / sets[role].split("/")[-2] / folder)
+                        for role, folder in (("real", "train"), ("holdout", "test"))}  # fmt: skip
+        plan = plan_study(loaded.settings, study)
+        assert len(plan.holdout) == 2

@@ -21,6 +21,7 @@ then an enhancing rim, the outer third oedema): they exist to be merged back int
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from shared.bounds import Count, Positive
 from shared.datasets.layouts import CaseFiles, find_cases
 from shared.io import InputError, atomic_folder, load_image, load_label_map, save_volume
 
@@ -179,4 +181,46 @@ def write_synthseg_layout(datalist: str | os.PathLike, output_dir: str | os.Path
             segmentation = resample_onto(labels.array, labels.affine, shape, one_mm, order=0)
             save_volume(partial / f"sub-{index:03d}.nii.gz", image.array, image.affine, np.float32)
             save_volume(partial / f"sub-{index:03d}_synthseg.nii.gz", np.rint(segmentation), one_mm, np.int16)
+    return Path(output_dir)
+
+
+def _split_subjects(folder: Path, train: Path, test: Path, n_train: int) -> None:
+    """Move the first ``n_train`` entries of ``folder`` (by name) into ``train``, the others into ``test``."""
+    for index, entry in enumerate(sorted(folder.iterdir())):
+        target = train if index < n_train else test
+        target.mkdir(parents=True, exist_ok=True)
+        entry.rename(target / entry.name)
+    folder.rmdir()
+
+
+def write_example_study_data(
+    output_dir: str | os.PathLike, n_train: Positive = 8, n_test: Positive = 6, seed: Count = 5000
+) -> Path:
+    """The data of the shipped example study files (``scripts/studies/``); returns ``output_dir``.
+
+    Writes ``freesurfer/train`` and ``freesurfer/test`` (FreeSurfer subjects, conformed ``.mgz``)
+    and ``brats/train`` and ``brats/test`` (BraTS 2021 case folders, 240 x 240 x 155 at 1 mm,
+    labels 1/2/4): demo subjects of ``seed``, none of which the starter generators learnt from
+    (their data is of seed 0). Training and test subjects are distinct.
+
+    Args:
+        output_dir: the folder to write (replaced whole once written).
+        n_train: training subjects per study.
+        n_test: hold-out subjects per study.
+        seed: the demo data's seed (0 is the starter generators' data: their hold-out check refuses it).
+    """
+    from shared.demo.dataset import write_brain_dataset, write_tumour_dataset
+
+    if n_train < 2 or n_test < 1:
+        raise InputError(f"examples: need n_train >= 2 and n_test >= 1, got {n_train} and {n_test}")
+    n_cases = n_train + n_test
+    with atomic_folder(output_dir) as partial:
+        brains = write_brain_dataset(partial / "demo_brains", n_cases, seed=seed, validation_fraction=0.0)
+        layout = write_freesurfer_layout(brains, partial / "freesurfer_all")
+        _split_subjects(layout, partial / "freesurfer" / "train", partial / "freesurfer" / "test", n_train)
+        tumours = write_tumour_dataset(partial / "demo_tumours", n_cases, seed=seed, validation_fraction=0.0)
+        layout = write_brats_layout(tumours, partial / "brats_all")
+        _split_subjects(layout, partial / "brats" / "train", partial / "brats" / "test", n_train)
+        for demo in ("demo_brains", "demo_tumours"):
+            shutil.rmtree(partial / demo)
     return Path(output_dir)
