@@ -284,7 +284,7 @@ def run_study(study: Study, output_dir: Path, force: bool = False) -> Path:
     check_before_writing(study.settings, study.studies)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_resolved(study, output_dir)
-    return run_studies(output_dir, study.settings, study.studies, force)
+    return _run_stages(output_dir, study.settings, study.studies, force)
 
 
 def check_before_writing(settings: StudySettings, studies: Sequence[str]) -> None:
@@ -306,10 +306,15 @@ def check_before_writing(settings: StudySettings, studies: Sequence[str]) -> Non
 
 def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool = False) -> Path:
     """The main command's stages for resolved ``settings`` (see :func:`run_demo_pipeline`); returns the report."""
+    check_before_writing(settings, studies)
+    return _run_stages(output_dir, settings, studies, force)
+
+
+def _run_stages(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool) -> Path:
+    """:func:`run_studies` for settings :func:`check_before_writing` has passed."""
     from shared.workflow.report import write_report
     from shared.workflow.stages import run_tumour_study, run_ventricle_study
 
-    check_before_writing(settings, studies)
     brains, tumours = settings.brains, settings.tumours
     runner = StageRunner(output_dir, force=force)
     data = output_dir / "data"

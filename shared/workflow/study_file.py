@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from shared.io import InputError
 from shared.workflow.chaining import PAPER_PRESET, ROOT
+from shared.workflow.design import STUDY_GENERATORS
 from shared.workflow.settings import SCALES, STUDIES, StudySettings, resolve_settings
 from shared.workflow.user_sets import UserSet
 
@@ -59,7 +60,7 @@ BUNDLE_ROOT = ROOT / "bundles"
 #: The study files shipped with the project: one per scale (the main command's ``--scale``).
 SHIPPED_STUDIES = ROOT / "scripts" / "studies"
 #: The generator bundles whose weights a study file may name, per study.
-GENERATOR_BUNDLES = {"ventricles": ("ventricle_mask_ldm", "spade_mri_ldm"), "tumours": ("slice_based_ldm_brats",)}
+GENERATOR_BUNDLES = {study: tuple(bundle for bundle, _ in named) for study, named in STUDY_GENERATORS.items()}
 #: Settings that follow from the data when a study names its own (the demo data's grid and counts).
 DATA_SETTINGS = {"ventricles": ("n_brains", "shape", "spacing", "brain_enlargement", "ventricle_holdout"),
                  "tumours": ("n_tumours", "tumour_shape", "tumour_working_shape", "tumour_holdout")}  # fmt: skip
