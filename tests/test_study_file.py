@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import study_fakes
 import yaml
@@ -158,6 +159,34 @@ def test_a_hold_out_subject_the_starter_generators_learnt_from_is_refused_before
     with pytest.raises(InputError, match=r"data.ventricles.holdout: subject demo-brain-s0-00\d was seen by mask LDM"):
         run_demo_pipeline(study=str(write_study(tmp_path, ventricle_study(real, seen))), output_dir=str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tumour_hold_out_case_too_large_for_the_grid_stops_the_run_before_the_ventricle_study_trains(
+    user_data, tmp_path, monkeypatch
+):
+    """Every set is read onto the working grid first: a bad tumour hold-out case costs seconds, not a study."""
+    import nibabel as nib
+
+    brains, brain_holdout = user_data["freesurfer"]
+    brats, tumour_holdout = user_data["brats"]
+    holdout = tmp_path / "tumour_holdout"
+    shutil.copytree(tumour_holdout, holdout)
+    case = sorted(holdout.iterdir())[-1]
+    for path in case.glob("*.nii.gz"):  # the same voxels at twice the voxel size: a head twice as large
+        volume = nib.load(str(path))
+        nib.save(nib.Nifti1Image(np.asanyarray(volume.dataobj), volume.affine @ np.diag([2, 2, 2, 1])), str(path))
+    content = ventricle_study(brains, brain_holdout)
+    content["studies"] = ["ventricles", "tumours"]
+    content["data"]["tumours"] = {"real": str(brats), "holdout": str(holdout), "grid": TUMOUR_GRID, "layout": "brats",
+                                  "tumour_ids": [1, 2, 4]}  # fmt: skip
+    calls: list = []
+    out = tmp_path / "run"
+    study_fakes.install(monkeypatch, out, calls)
+    with pytest.raises(InputError, match=rf"{case.name}_flair.nii.gz: head larger than the working field of view"):
+        run_study_file(write_study(tmp_path, content), out)
+    assert calls == []  # no generator trained, no nnU-Net
+    assert {marker.stem for marker in (out / ".stages").glob("*.json")} == {"demo_brains", "demo_tumours",
+                                                                            "holdout_brains"}  # fmt: skip
 
 
 BAD_FILES = [

@@ -313,7 +313,7 @@ def run_studies(output_dir: Path, settings: StudySettings, studies: Sequence[str
 def _run_stages(output_dir: Path, settings: StudySettings, studies: Sequence[str], force: bool) -> Path:
     """:func:`run_studies` for settings :func:`check_before_writing` has passed."""
     from shared.workflow.report import write_report
-    from shared.workflow.stages import run_tumour_study, run_ventricle_study
+    from shared.workflow.stages import read_every_set_first, run_tumour_study, run_ventricle_study
 
     brains, tumours = settings.brains, settings.tumours
     runner = StageRunner(output_dir, force=force)
@@ -333,6 +333,7 @@ def _run_stages(output_dir: Path, settings: StudySettings, studies: Sequence[str
     else:  # on the working grid; the tumour study's prepare_tumours stage prepares them for the slice LDM
         tumour_params, write_tumours = tumours.params(), lambda: tumours.write_raw(data / "tumours")
     runner.run("demo_tumours", tumour_params, write_tumours)
+    read_every_set_first(runner, output_dir, settings, studies)  # a bad hold-out case stops the run here
     runner.run(
         "conditions", {},
         lambda: write_condition_tables(data / "brains" / "datalist.json", data / "tumours" / "datalist.json",

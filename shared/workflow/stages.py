@@ -22,6 +22,7 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -753,20 +754,45 @@ def design_stage(
 # ----------------------------------------------------------------------------- the two studies
 
 
+def holdout_stage(runner: Any, out: Path, settings: StudySettings, study: str) -> None:
+    """The study's hold-out on the working grid (``holdout_brains`` / ``holdout_tumours``)."""
+    from shared.workflow.demo_recipes import write_parts
+
+    parts = settings.holdout(study)
+    stage = "holdout_brains" if study == "ventricles" else "holdout_tumours"
+    runner.run(stage, {"parts": [part.params() for part in parts]}, lambda: write_parts(parts, holdout_dir(out, study)))
+
+
+def user_pool_stage(runner: Any, out: Path, settings: StudySettings, study: str) -> None:
+    """The study file's pool set on the working grid (``pool_brains`` / ``pool_tumours``)."""
+    pool = settings.pools[study]
+    runner.run(pool_stage(study), {"pool": pool.params()}, lambda: write_user_pool(out, study, pool))
+
+
+def read_every_set_first(runner: Any, out: Path, settings: StudySettings, studies: Sequence[str]) -> None:
+    """Every hold-out and every pool the studies read, on the working grid before any model trains.
+
+    A case that cannot be brought to the working grid (a head larger than its field of view, an
+    unreadable file) then stops the run at its start, not after an hour of the first study. The
+    studies' own calls of these stages find them done.
+    """
+    for study in studies:
+        holdout_stage(runner, out, settings, study)
+        if study in settings.pools and settings.generators_from != "real":
+            user_pool_stage(runner, out, settings, study)
+
+
 def run_ventricle_study(runner: Any, out: Path, settings: StudySettings) -> list[str]:
     """Stages of the ventricle study (see the module docstring); the real brains are the ``demo_brains`` stage's.
 
     Returns the stages the report reads (evaluation, fidelity).
     """
-    from shared.workflow.demo_recipes import write_parts
-
     study = "ventricles"
     plan = plan_study(settings, study)
     real = real_datalist(out, study)
     holdout = holdout_dir(out, study)
     generated = generated_dir(out, study)
-    runner.run("holdout_brains", {"parts": [p.params() for p in settings.ventricle_holdout]},
-               lambda: write_parts(settings.ventricle_holdout, holdout))  # fmt: skip
+    holdout_stage(runner, out, settings, study)
     sources = {"real": real, "holdout": holdout / "datalist.json", "generated": generated,
                "domain_randomised": out / "generated" / "domain_randomised"}  # fmt: skip
     source_stages = {"real": "demo_brains", "holdout": "holdout_brains", "generated": "generate_ventricle_pairs",
@@ -863,9 +889,8 @@ def add_pool(
     if settings.generators_from == "real":
         sources["pool"], source_stages["pool"] = sources["real"], source_stages["real"]
         return
-    pool = settings.pools.get(study)
-    if pool is not None:  # written before the generators that train on it (see provide_generators)
-        runner.run(stage, {"pool": pool.params()}, lambda: write_user_pool(out, study, pool))
+    if study in settings.pools:  # written before the generators that train on it (see provide_generators)
+        user_pool_stage(runner, out, settings, study)
     elif any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)):
         runner.run(stage, {"recipes": [r.params() for r in plan.pool_recipes]}, lambda: write_pool(out, study, plan),
                    inputs=tuple(generator_stages))  # fmt: skip
@@ -880,7 +905,6 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
     Returns the stages the report reads (evaluation, fidelity).
     """
     from shared.tumour_preprocessing import prepare_tumour_dataset
-    from shared.workflow.demo_recipes import write_parts
 
     study = "tumours"
     plan = plan_study(settings, study)
@@ -894,8 +918,7 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
                                        tumours.prepared_validation_fraction),
         inputs=("demo_tumours",),
     )  # fmt: skip
-    runner.run("holdout_tumours", {"parts": [p.params() for p in settings.tumour_holdout]},
-               lambda: write_parts(settings.tumour_holdout, holdout))  # fmt: skip
+    holdout_stage(runner, out, settings, study)
     sources = {"real": prepared / "datalist.json", "holdout": holdout / "datalist.json", "generated": generated,
                "classical": out / "generated" / "classical"}  # fmt: skip
     source_stages = {"real": "prepare_tumours", "holdout": "holdout_tumours", "generated": "generate_tumour_pairs",
