@@ -39,3 +39,21 @@ if [ "$(cat "$label_stamp" 2>/dev/null)" != "$label_wanted" ]; then
   .venv/bin/python -m pip install --quiet --no-deps --target .venv/monailabel -r scripts/requirements-monailabel.txt
   echo "$label_wanted" > "$label_stamp"
 fi
+
+# NiiVue for report.html's 3D viewers: the pinned npm packages of scripts/report_viewer, bundled into one
+# classic script (.venv/report_viewer/niivue.js) that the report stage copies beside each report. Needs
+# Node.js and npm (the registry only at setup); without them the report's viewers say what is missing.
+viewer_stamp=.venv/report_viewer/.package.sha256
+viewer_wanted=$(cat scripts/report_viewer/package.json scripts/report_viewer/package-lock.json scripts/report_viewer/entry.js | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$viewer_stamp" 2>/dev/null)" != "$viewer_wanted" ] || [ ! -f .venv/report_viewer/niivue.js ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "Building NiiVue for report.html into .venv/report_viewer ..." >&2
+    rm -rf .venv/report_viewer
+    mkdir -p .venv/report_viewer
+    cp scripts/report_viewer/package.json scripts/report_viewer/package-lock.json scripts/report_viewer/entry.js .venv/report_viewer/
+    (cd .venv/report_viewer && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+    echo "$viewer_wanted" > "$viewer_stamp"
+  else
+    echo "warning: npm not found; report.html is written without its 3D viewers (install Node.js and npm, then rerun this script)" >&2
+  fi
+fi

@@ -181,6 +181,7 @@ def run_demo_pipeline(
     device: str | None = None,
     study: str | os.PathLike | None = None,
     force: bool = False,
+    tracking_uri: str | None = None,
 ) -> Path:
     """The whole story on the built-in demo data, at ``--scale demo`` or ``study``; returns the report's path.
 
@@ -242,6 +243,9 @@ def run_demo_pipeline(
             only ``--output_dir`` (default ``outputs/<study file name>``) and ``--force``; the run
             writes the study as resolved to ``<output_dir>/study.yaml``.
         force: rerun every stage even when it finished before.
+        tracking_uri: an MLflow tracking URI (e.g. ``sqlite:///mlruns.db``): the run logs its report
+            (``report.md``, ``report.html``, ``figures.json``, ``study.yaml``, the plots) as artifacts and
+            each variant's hold-out Dice as a metric; default: no tracking. Also with ``--study``.
     """
     if not isinstance(force, bool):
         raise InputError(f"--force: a flag (true/false), got {force!r}")
@@ -255,36 +259,46 @@ def run_demo_pipeline(
         beside = [*(["scale"] if scale != "demo" else []), *flags, *(["branches"] if branches is not None else [])]
         if beside:
             raise InputError(f"--{beside[0]}: with --study, set it in the study file (its settings), not beside it")
-        return run_study_file(study, output_dir, force)
+        return run_study_file(study, output_dir, force, tracking_uri)
     from shared.workflow.study_file import load_study, scale_study_file
 
     resolve_settings(scale, **flags)  # a bad flag is named as the flag (--shape ...), not as a study-file key
     chosen = load_study(scale_study_file(scale), flags, _studies(branches) if branches is not None else None)
     output_dir = Path(f"outputs/{scale}" if output_dir is None else output_dir).resolve()
-    return run_study(chosen, output_dir, force)
+    return run_study(chosen, output_dir, force, tracking_uri)
 
 
-def run_study_file(path: str | os.PathLike, output_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+def run_study_file(
+    path: str | os.PathLike, output_dir: str | os.PathLike | None = None, force: bool = False,
+    tracking_uri: str | None = None,
+) -> Path:  # fmt: skip
     """The main command for a study file (see :mod:`shared.workflow.study_file`); returns the report's path."""
     from shared.workflow.study_file import load_study
 
     study = load_study(path)
     output_dir = Path(f"outputs/{study.path.stem}" if output_dir is None else output_dir).resolve()
-    return run_study(study, output_dir, force)
+    return run_study(study, output_dir, force, tracking_uri)
 
 
-def run_study(study: Study, output_dir: Path, force: bool = False) -> Path:
+def run_study(study: Study, output_dir: Path, force: bool = False, tracking_uri: str | None = None) -> Path:
     """Run a checked study; returns the report's path.
 
     The study as resolved (every default filled in) is written to ``<output_dir>/study.yaml``
     before the first stage, so the run can be repeated exactly with ``--study <output_dir>/study.yaml``.
+    With ``tracking_uri`` the report is logged to MLflow at the end (:mod:`shared.workflow.report_tracking`).
     """
+    from shared.workflow.report_tracking import check_tracking_uri, log_report
     from shared.workflow.study_file import write_resolved
 
+    check_tracking_uri(tracking_uri)
     check_before_writing(study.settings, study.studies)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_resolved(study, output_dir)
-    return _run_stages(output_dir, study.settings, study.studies, force)
+    report = _run_stages(output_dir, study.settings, study.studies, force)
+    if tracking_uri is not None:
+        run_id = log_report(output_dir, tracking_uri, study.settings.scale, study.studies)
+        logger.info("report logged to MLflow run %s (%s)", run_id, tracking_uri)
+    return report
 
 
 def check_before_writing(settings: StudySettings, studies: Sequence[str]) -> None:

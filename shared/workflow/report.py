@@ -22,6 +22,7 @@ from shared.workflow.design import BIN_WORDS, BINS, STUDY_GENERATORS
 from shared.workflow.design import generator_source as weights_source
 from shared.workflow.generation_rounds import accepted_rows
 from shared.workflow.ledger import Ledger, ledger_table
+from shared.workflow.report_html import write_report_html
 from shared.workflow.settings import StudySettings
 from shared.workflow.stages import (
     STUDY_SETS,
@@ -713,7 +714,7 @@ def user_data_lines(settings: StudySettings, studies: Sequence[str]) -> list[str
 
 
 def write_report(output_dir: Path, settings: StudySettings, studies: Sequence[str], stage_lines: list[str]) -> Path:
-    """``report.md`` and (with studies) ``figures.json`` from the stages written before."""
+    """``report.md``, ``report.html`` and (with studies) ``figures.json`` from the stages written before."""
     brains_info = read_json(output_dir / "data" / "brains" / "dataset.json")
     spacing = " x ".join(f"{s:.3g}" for s in brains_info["spacing_mm"])
     lines = [
@@ -739,6 +740,7 @@ def write_report(output_dir: Path, settings: StudySettings, studies: Sequence[st
         write_json(output_dir / "figures.json", figures)
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+    write_report_html(output_dir, "\n".join(lines), settings, studies)
     return path
 
 
