@@ -64,7 +64,6 @@ def tiny_run(tmp_path_factory):
 def served(tiny_run):
     """``http://127.0.0.1:<port>``, serving the run's folder and nothing else."""
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tiny_run))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
