@@ -203,7 +203,7 @@ def run_demo_pipeline(
     Args:
         output_dir: where everything goes (data, models, generated pairs, nnU-Net folders,
             report); default ``outputs/<scale>``.
-        scale: ``demo`` (~21 min on 2 cores) or ``study`` (the papers' experiments in miniature,
+        scale: ``demo`` (~14 min on 2 cores) or ``study`` (the papers' experiments in miniature,
             with the ``pool`` control and 3 nnU-Net seeds; 1-2.5 hours per study and protocol).
         generators_from: ``pool`` (scale default: the starter weights, trained on their own pool
             of labelled data, which the ``pool`` variants use as a control) or ``real`` (every
