@@ -126,8 +126,8 @@ def holdout_entries(output_dir: Path, study: str, variants: Sequence[str]) -> li
 def label_lists(output_dir: Path, study: str, variants: Sequence[str]) -> dict[str, dict[int, str]]:
     """Names of the label ids: ``pairs`` (the generated label maps) and ``segmentation`` (nnU-Net's classes)."""
     pairs = dict(SYNTHSEG_CLASSES) if study == "ventricles" else dict(TUMOUR_LABELS)
-    _, base_id, name, _ = STUDY_SETS[study]
-    segmentation = {0: "background", 1: STUDY_SETS[study][3].replace("_", " ")}
+    _, base_id, name, foreground = STUDY_SETS[study]
+    segmentation = {0: "background", 1: foreground.replace("_", " ")}
     folders = variant_dataset_folders(output_dir / "nnunet" / "nnUNet_raw", base_id, name, tuple(variants))
     for folder in folders.values():
         if (folder / "dataset.json").is_file():
