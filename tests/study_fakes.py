@@ -2,8 +2,9 @@
 
 Bundle runs and nnU-Net are replaced, nothing else: the data, starter installs, ledgers, QC
 rounds, nnU-Net set assembly, the design check, evaluation, statistics and the report are the
-project's own code. Generated pairs are copies of real cases (their requested conditions are
-the achieved ones, so QC accepts them); predictions are the truth with a share of its voxels
+project's own code. A training run leaves a tiny ``model.pt`` and ``model_autoencoder.pt`` where
+its models go (Table 1 counts their parameters). Generated pairs are copies of real cases (their
+requested conditions are the achieved ones, so QC accepts them); predictions are the truth with a share of its voxels
 removed that depends on the dataset and seed.
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+import shared.workflow.comparators as comparators
 import shared.workflow.stages as stages
 from shared.io import load_label_map, read_datalist, save_volume, write_csv
 
@@ -50,8 +53,13 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
 
     def run_bundle(bundle: Path, configs: list[str], overrides: dict[str, Any], what: str, **_: Any) -> None:
         calls.append(("run_bundle", Path(bundle).name, what, overrides, configs))
-        if "inference" not in configs[0]:
-            return  # training: generation is faked as well
+        if "inference" not in configs[0]:  # training: generation is faked as well
+            models = Path(overrides["ckpt_dir"])
+            models.mkdir(parents=True, exist_ok=True)
+            for name, size in (("model_autoencoder.pt", 3), ("model.pt", 5)):
+                if not (models / name).is_file():
+                    torch.save({"weight": torch.zeros(size)}, models / name)
+            return
         folder, count = Path(overrides["output_dir"]), int(overrides["num_samples"])
         prepared = out / "data" / "tumours_prepared" / "datalist.json"
         rows = []
@@ -61,7 +69,8 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
             rows.append({"image": f"images/{image.name}", "label": f"labels/{label.name}",
                          **{f"requested_{k}": v for k, v in features.items()},
                          **{f"achieved_{k}": v for k, v in features.items()},
-                         "tumour_voxels": int(load_label_map(label).array.sum())})  # fmt: skip
+                         "tumour_voxels": int(load_label_map(label).array.sum()), "sampler": overrides["sampler"],
+                         "num_inference_steps": overrides["num_inference_steps"], "seconds": 0.5})  # fmt: skip
         write_csv(folder / "manifest.csv", rows)
 
     def train_nnunet(dataset_id: int, nnunet_root: Path, schedule: Any, width: float, device: str, seed: int,
@@ -79,4 +88,5 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
 
     monkeypatch.setattr(stages, "generate_pairs", generate_pairs)
     monkeypatch.setattr(stages, "run_bundle", run_bundle)
+    monkeypatch.setattr(comparators, "run_bundle", run_bundle)
     monkeypatch.setattr(stages, "train_nnunet", train_nnunet)

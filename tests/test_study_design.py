@@ -176,20 +176,40 @@ def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_share
     calls: list = []
     study_fakes.install(monkeypatch, tmp_path, calls)
     run_studies(tmp_path, settings, ["tumours"])
-    trained = [c[2] for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
-    assert trained == ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)"]
+    trained = [c for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
+    slice_ldm = ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)"]
+    assert [c[2] for c in trained] == [*slice_ldm, *(w.replace("slice LDM", "3D-LDM") for w in slice_ldm)]
     sampled = [c[3] for c in calls if c[0] == "run_bundle" and "pairs" in c[2]]
     assert sampled and all((s["sampler"], s["num_inference_steps"]) == ("ddim", 10) for s in sampled)
     generators = read_json(tmp_path / "data" / "tumours_prepared" / "generators_datalist.json")
     assert len(generators["training"]) == 6 and len(generators["validation"]) == 2
     ledger = read_ledger(tmp_path / "models" / "slice_based_ldm_brats" / "ledger_diffusion.json")
     assert ledger.training == tuple(f"demo-tumour-s0-{i:03d}" for i in range(6))
+    # the 3D-LDM baseline: the slice LDM's recipe and data, the baseline overlay, half its autoencoder epochs
+    baseline = [c for c in trained if c[2].startswith("3D-LDM")]
+    assert all("configs/baseline_3d_ldm.yaml" in c[4] for c in baseline)
+    assert all(c[3]["datalist"] == trained[0][3]["datalist"] for c in baseline)
+    assert baseline[0][3]["autoencoder_epochs"] == round(trained[0][3]["autoencoder_epochs"] * 0.5)
+    assert read_ledger(tmp_path / "models" / "3d_ldm" / "ledger_diffusion.json").training == ledger.training
+    pair_calls = [c for c in calls if c[0] == "run_bundle" and "pairs" in c[2]]
+    seeds = {what: [c[3]["seed"] for c in pair_calls if c[2] == what] for what in {c[2] for c in pair_calls}}
+    assert seeds["tumour pairs (3D-LDM)"][0] == seeds["tumour pairs (slice_based_ldm_brats)"][0]  # same requests
+    design = read_json(tmp_path / "evaluation" / "tumours" / "design.json")
+    assert {"3D-LDM autoencoder", "3D-LDM diffusion"} <= {entry["model"] for entry in design["ledgers"]}
+    sets = {entry["model"]: entry for entry in design["ledgers"]}
+    assert sets["nnU-Net augmented_3d_ldm"]["via"] == ["3D-LDM"] and sets["nnU-Net augmented"]["via"] == ["slice LDM"]
+    table1 = read_csv(tmp_path / "evaluation" / "tumours" / "table1.csv")
+    assert [row["method"] for row in table1] == ["SBLDM", "3D-LDM"]
+    assert float(table1[1]["params_m"]) == 8e-6  # the fake's saved tensors: 3 + 5 numbers
     comparison = read_csv(tmp_path / "evaluation" / "tumours" / "comparison.csv")
     pool = [r for r in comparison if r["model"] == "pool"]
     assert pool and all(r["same_as"] == "real" for r in pool)  # the same models: not trained twice
     assert not list((tmp_path / "nnunet" / "nnUNet_raw").glob("Dataset517_*"))
     report = (tmp_path / "report.md").read_text()
     assert "pool_augmented - pool (= augmented - real)" in report and "`pool` = `real`" in report
+    assert "### Table 1: the generators at this study's grid" in report and "| 3D-LDM | ddim | 10 |" in report
+    assert "augmented_3d_ldm" in report and "![tumours_3d_ldm](generated/tumours_3d_ldm/mosaic.png)" in report
+    assert "3d_ldm trained in this run (the slice LDM's data: the real set)" in report
 
 
 def test_learning_curve_trains_and_validates_on_real_training_subjects_only(tmp_path, monkeypatch):
@@ -232,3 +252,26 @@ def test_every_training_set_trains_with_the_same_batch_size(scale, tmp_path, mon
     planned = replace(settings.schedule("tumours"), batch_size=None)
     stages.train_nnunet(501, tmp_path, planned, 0.25, "cpu", 0, tmp_path / "results")
     assert "--batch_size" not in commands[1]  # None: nnU-Net's planner chooses
+
+
+@pytest.mark.slow
+def test_the_3d_ldm_baseline_learns_from_the_slice_ldms_starter_data_drawn_again(tmp_path, monkeypatch):
+    """Pool protocol: the slice LDM is its starter; the 3D-LDM trains in the run on the starter's cases and split."""
+    settings = resolve_settings("study", generators_from="pool", **SMALL)
+    calls: list = []
+    study_fakes.install(monkeypatch, tmp_path, calls)
+    run_studies(tmp_path, settings, ["tumours"])
+    trained = [c for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
+    assert [c[2] for c in trained] == ["3D-LDM autoencoder", "3D-LDM diffusion", "3D-LDM diffusion (continuation 1)"]
+    data = read_json(tmp_path / "data" / "pool_tumours" / "part_0" / "datalist.json")
+    assert trained[0][3]["datalist"] == str(tmp_path / "data" / "pool_tumours" / "part_0" / "datalist.json")
+    starter = read_ledger(tmp_path / "models" / "slice_based_ldm_brats" / "ledger_autoencoder.json")
+    baseline = read_ledger(tmp_path / "models" / "3d_ldm" / "ledger_autoencoder.json")
+    assert set(baseline.training) == set(starter.training) and len(data["training"]) == 114
+    assert set(baseline.validation) == set(starter.validation)
+    assert trained[0][3]["autoencoder_epochs"] == 10  # half the starter's 20
+    summary = read_csv(tmp_path / "evaluation" / "tumours" / "summary.csv")
+    assert {"synthetic_3d_ldm", "augmented_3d_ldm"} <= {row["model"] for row in summary}
+    table1 = read_json(tmp_path / "evaluation" / "tumours" / "table1.json")
+    assert table1["reference"] == str(tmp_path / "data" / "pool_tumours" / "datalist.json")
+    assert table1["rows"][0]["method"] == "SBLDM" and 1.0 < table1["rows"][0]["params_m"] < 3.0  # the starter's

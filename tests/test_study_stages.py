@@ -27,16 +27,22 @@ def test_variant_sets_take_their_pairs_from_the_named_folders(tmp_path):
     rows = [{"image": f"../real/images/tumour_00{i}.nii.gz", "label": f"../real/labels/tumour_00{i}.nii.gz",
              "qc_status": status, "case": f"r1_pair_{i}"} for i, status in enumerate(verdicts)]  # fmt: skip
     write_csv(generated / "manifest.csv", rows, ["image", "label", "qc_status", "case"])
-    variants = ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical", "pool_augmented")
+    baseline = tmp_path / "generated_3d_ldm"  # the 3D-LDM baseline's pairs: one accepted
+    write_csv(baseline / "manifest.csv", [{**rows[0], "case": "pair_9"}], ["image", "label", "qc_status", "case"])
+    variants = ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical", "pool_augmented",
+                "synthetic_3d_ldm", "augmented_3d_ldm")  # fmt: skip
     datasets = stages.variant_dataset_folders(tmp_path / "raw", 511, "T", variants)
-    sources = {"real": real, "pool": pool, "holdout": test, "generated": generated, "classical": classical}
+    sources = {"real": real, "pool": pool, "holdout": test, "generated": generated, "classical": classical,
+               "generated_3d_ldm": baseline}  # fmt: skip
     for variant, folder in datasets.items():
-        stages.assemble_variant(variant, folder, tmp_path, "tumours", sources, ("slice LDM",))
+        stages.assemble_variant(variant, folder, tmp_path, "tumours", sources)
     counts = {v: len(list((folder / "labelsTr").iterdir())) for v, folder in datasets.items()}
     assert counts == {"real": 3, "pool": 4, "real_classical": 3 + 6, "synthetic": 2, "augmented": 3 + 2,
-                      "augmented_classical": 3 + 6 + 2, "pool_augmented": 4 + 2}  # fmt: skip
+                      "augmented_classical": 3 + 6 + 2, "pool_augmented": 4 + 2, "synthetic_3d_ldm": 1,
+                      "augmented_3d_ldm": 3 + 1}  # fmt: skip
     assert datasets["augmented_classical"].name == "Dataset516_TAugmentedClassical"
     assert datasets["pool_augmented"].name == "Dataset518_TPoolAugmented"
+    assert datasets["augmented_3d_ldm"].name.startswith("Dataset520_")  # appended: no earlier id moved
     assert all(len(list((f / "labelsTs").iterdir())) == 2 for f in datasets.values())
     assert sorted(p.name for p in (datasets["synthetic"] / "labelsTr").iterdir()) == [
         "syn_r1_pair_0.nii.gz", "syn_r1_pair_2.nii.gz"  # named by the manifest's case column
@@ -45,6 +51,8 @@ def test_variant_sets_take_their_pairs_from_the_named_folders(tmp_path):
     assert ledgers["augmented_classical"].training == tuple(f"demo-tumour-s0-{i:03d}" for i in range(3))
     assert ledgers["augmented_classical"].synthetic_pairs == 2 and ledgers["augmented_classical"].via == ("slice LDM",)
     assert ledgers["real_classical"].synthetic_pairs == 0  # classical copies are the real subjects' own
+    assert ledgers["augmented_3d_ldm"].via == ("3D-LDM",) and ledgers["augmented_3d_ldm"].synthetic_pairs == 1
+    assert ledgers["augmented"].via == ("slice LDM",)
     assert ledgers["pool"].training == tuple(f"demo-tumour-s7-{i:03d}" for i in range(4))
     assert ledgers["synthetic"].training == () and ledgers["synthetic"].value_range is None
 

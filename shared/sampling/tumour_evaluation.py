@@ -106,15 +106,21 @@ def _fmt(value: Any, digits: int) -> str:
         return str(value)
 
 
-def evaluate_generation(
-    manifest: str | os.PathLike,
-    real_datalist: str | os.PathLike,
-    table: str | os.PathLike,
-    method: str,
-    networks: Sequence[torch.nn.Module],
-    seed: int = 0,
+def table1_row(
+    manifest: str | os.PathLike, real_datalist: str | os.PathLike, params_m: float, seed: int = 0
 ) -> dict[str, float]:
-    """Table-1 row for the pairs of ``manifest`` against the real images of ``real_datalist``; returns its numbers."""
+    """Table-1 figures of the pairs of ``manifest`` against the real images of ``real_datalist``.
+
+    Args:
+        manifest: a generation's ``manifest.csv`` (image paths relative to its folder).
+        real_datalist: the real volumes (every section) each generated FLAIR is set against, unpaired.
+        params_m: the generator's parameters, in millions (autoencoder and diffusion UNet).
+        seed: the shuffle that pairs generated and real volumes.
+
+    Returns:
+        ``psnr``, ``ssim``, ``params_m``, ``seconds_per_volume``, ``num_samples``, ``volume_spearman``,
+        ``empty_fraction``.
+    """
     manifest = Path(manifest)
     rows = read_csv(manifest)
     if not rows:
@@ -123,16 +129,29 @@ def evaluate_generation(
     real = [item["image"] for item in read_datalist(real_datalist)]
     psnr, ssim = image_quality(generated, real, seed)
     summary = tumour_manifest_metrics(manifest)
-    result = {
+    return {
         "psnr": psnr,
         "ssim": ssim,
-        "params_m": count_parameters(*networks) / 1e6,
+        "params_m": float(params_m),
         "seconds_per_volume": summary["seconds_per_volume"],
         "num_samples": int(summary["num_samples"]),
         "volume_spearman": summary["volume_spearman"],
         "empty_fraction": summary["empty_fraction"],
     }
+
+
+def evaluate_generation(
+    manifest: str | os.PathLike,
+    real_datalist: str | os.PathLike,
+    table: str | os.PathLike,
+    method: str,
+    networks: Sequence[torch.nn.Module],
+    seed: int = 0,
+) -> dict[str, float]:
+    """Table-1 row for the pairs of ``manifest`` (:func:`table1_row`), added to ``table``; returns its numbers."""
+    result = table1_row(manifest, real_datalist, count_parameters(*networks) / 1e6, seed)
+    first = read_csv(manifest)[0]
     update_results_table(
-        table, {"method": method, "sampler": rows[0]["sampler"], "steps": rows[0]["num_inference_steps"], **result}
+        table, {"method": method, "sampler": first["sampler"], "steps": first["num_inference_steps"], **result}
     )
     return result

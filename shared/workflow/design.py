@@ -32,6 +32,15 @@ STUDY_GENERATORS: dict[str, tuple[tuple[str, str], ...]] = {
     "tumours": (("slice_based_ldm_brats", "slice LDM"),),
 }
 GENERATOR_STAGES = ("autoencoder", "diffusion")
+#: Comparator generators of each study: ``(name in ledgers, pair source of VARIANTS, folder name of its
+#: models and pairs)``. A comparator
+#: trains in the run, with the study's generator's recipe, on the data that generator learnt from
+#: (its ledgers are the generator's, under the comparator's name): paper 003's 3D-LDM baseline, a 3D
+#: autoencoder on whole volumes under the same conditioned diffusion UNet.
+STUDY_COMPARATORS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "ventricles": (),
+    "tumours": (("3D-LDM", "generated_3d_ldm", "3d_ldm"),),
+}
 #: Real subjects the generators validate on in the real protocol (the last ones, also trained on).
 REAL_PROTOCOL_VALIDATION = 2
 
@@ -121,17 +130,45 @@ def generator_plan(settings: StudySettings, study: str) -> tuple[list[Ledger], l
     return ledgers, recipes
 
 
+def needed_comparators(settings: StudySettings, study: str) -> tuple[tuple[str, str, str], ...]:
+    """The study's comparators whose pairs some trained variant uses (entries of :data:`STUDY_COMPARATORS`)."""
+    sources = {extra for variant in settings.trained_variants(study) for extra in VARIANTS[variant][1]}
+    return tuple(entry for entry in STUDY_COMPARATORS[study] if entry[1] in sources)
+
+
+def comparator_ledgers(generators: list[Ledger] | tuple[Ledger, ...], name: str) -> list[Ledger]:
+    """A comparator's ledgers: the study's generator stages' subjects, under the comparator's name."""
+    return [
+        Ledger(f"{name} {ledger.model.rsplit(' ', 1)[1]}", ledger.study, ledger.training, ledger.validation,
+               value_range=ledger.value_range, source=f"the data of {ledger.model}: {ledger.source}")
+        for ledger in generators
+    ]  # fmt: skip
+
+
+def pair_generators(study: str, extras: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the generators whose pairs the pair sources ``extras`` hold (``generated``: the study's own)."""
+    names: list[str] = []
+    for extra in extras:
+        if extra == "generated":
+            names += [name for _, name in STUDY_GENERATORS[study]]
+        names += [name for name, source, _ in STUDY_COMPARATORS[study] if source == extra]
+    return tuple(dict.fromkeys(names))
+
+
 def plan_study(settings: StudySettings, study: str) -> StudyPlan:
     """Every model's subjects in one study (see the module docstring)."""
     generators, recipes = generator_plan(settings, study)
+    own = list(generators)
+    for name, _, _ in needed_comparators(settings, study):
+        generators += comparator_ledgers(own, name)
     real = tuple(real_recipe(settings, study).all_subjects())
     pool = tuple(sorted({s for ledger in generators for s in ledger.training}))
-    via = tuple(dict.fromkeys(ledger.model.rsplit(" ", 1)[0] for ledger in generators))
     segmenters = []
     for variant in settings.trained_variants(study):
         base, extras = VARIANTS[variant]
         subjects = {"real": real, "pool": pool, None: ()}[base]
-        synthetic = settings.generation.n_generated if "generated" in extras else 0
+        via = pair_generators(study, extras)
+        synthetic = settings.generation.n_generated if via else 0
         for replicate in range(settings.nnunet_seeds):
             segmenters.append(
                 Ledger(
@@ -139,7 +176,7 @@ def plan_study(settings: StudySettings, study: str) -> StudyPlan:
                     study,
                     subjects,
                     synthetic_pairs=synthetic,
-                    via=via if synthetic else (),
+                    via=via,
                 )
             )
     holdout = tuple(parts_subjects(settings.holdout(study)))

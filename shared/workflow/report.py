@@ -47,6 +47,8 @@ VARIANT_WORDS = {
     "real_dr": "real + domain-randomised images of the real label maps",
     "real_classical": "real + classical augmentation",
     "augmented_classical": "real + generated pairs + classical augmentation",
+    "synthetic_3d_ldm": "3D-LDM baseline's pairs only",
+    "augmented_3d_ldm": "real + 3D-LDM baseline's pairs",
 }
 #: The comparisons the answer names, in order: (variant, reference, what it asks).
 KEY_QUESTIONS = (
@@ -55,6 +57,8 @@ KEY_QUESTIONS = (
     ("pool", "real", "how much do the generators' own data help the small real set?"),
     ("synthetic", "real", "can generated pairs replace the real set?"),
     ("augmented_classical", "real_classical", "do they add to classical augmentation?"),
+    ("augmented_3d_ldm", "real", "do the 3D-LDM baseline's pairs help the small real set (paper 003's comparator)?"),
+    ("synthetic_3d_ldm", "real", "can the 3D-LDM baseline's pairs replace the real set?"),
 )
 
 
@@ -69,8 +73,10 @@ def generator_source(output_dir: Path) -> str:
     parts = []
     if starters:
         parts.append(f"starter weights ({', '.join(starters)}; checksums verified; `bundles/*/starter/manifest.json`)")
-    if trained:
-        parts.append(f"trained in this run on the real training subjects ({', '.join(trained)})")
+    for folder in trained:  # each with the data its ledger names
+        ledger = models / folder / "ledger_autoencoder.json"
+        source = read_json(ledger).get("source") if ledger.is_file() else None
+        parts.append(f"{folder} trained in this run" + (f" ({source})" if source else ""))
     return "; ".join(parts) or "none"
 
 
@@ -532,6 +538,31 @@ def fidelity_lines(out: Path, study: str) -> list[str]:
     return [*lines, ""]
 
 
+def table1_lines(out: Path, study: str) -> list[str]:
+    """``### Table 1``: each tumour generator's image quality, size and speed at the study's grid (when measured)."""
+    table = evaluation_dir(out, study) / "table1.md"
+    if not table.is_file():
+        return []
+    reference = read_json(table.with_suffix(".json"))["reference"]
+    lines = [
+        "### Table 1: the generators at this study's grid (paper 003)",
+        "",
+        "Each generator's first round of pairs (every candidate, before QC; the same tumour requests for both) against",
+        f"the real volumes it learnt from (`{Path(reference).name}` of `{Path(reference).parent.name}`), unpaired: 3D",
+        "PSNR and SSIM of the FLAIR in [0, 1]; parameters of its saved autoencoder and diffusion UNet; sampling",
+        "seconds per volume on this run's device; rho(requested, achieved tumour volume); the share of empty masks.",
+        "The paper's figures (full size, GPU) follow for reference.",
+        "",
+        *table.read_text().splitlines(),
+        "",
+    ]
+    for folder in sorted((out / "generated").glob(f"{study}_*")):
+        if (folder / "mosaic.png").is_file():
+            mosaic = f"generated/{folder.name}/mosaic.png"
+            lines += [f"Pairs of `{folder.name}` accepted by QC:", "", f"![{folder.name}]({mosaic})", ""]
+    return lines
+
+
 def _grid_words(values: Sequence[Any], digits: str = "d") -> str:
     return " x ".join(format(int(v) if digits == "d" else float(v), digits) for v in values)
 
@@ -603,6 +634,7 @@ def study_section(out: Path, study: str, settings: StudySettings) -> list[str]:
         "",
     ]
     lines += fidelity_lines(out, study)
+    lines += table1_lines(out, study)
     lines += [
         "### Absolute volume error (mL) per training set",
         "",

@@ -43,8 +43,10 @@ GENERATORS_FROM = ("pool", "real")
 #: Training set of each variant: the labelled data it starts from (``real``: the study's small
 #: real set; ``pool``: the data the generators learnt from; ``None``: none) and the pair folders
 #: added to it. ``generated``: the LDM pairs QC accepted; ``domain_randomised``: SynthSeg-style
-#: images of the real label maps; ``classical``: classically augmented copies of the real cases.
-#: The order fixes the nnU-Net dataset ids (base + index), so ids never move.
+#: images of the real label maps; ``classical``: classically augmented copies of the real cases;
+#: ``generated_3d_ldm``: the pairs of paper 003's 3D-LDM baseline (the tumour study's comparator,
+#: trained in the run on the slice LDM's data). The order fixes the nnU-Net dataset ids (base + index),
+#: so ids never move.
 VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "real": ("real", ()),
     "synthetic": (None, ("generated",)),
@@ -54,11 +56,23 @@ VARIANTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "augmented_classical": ("real", ("classical", "generated")),
     "pool": ("pool", ()),
     "pool_augmented": ("pool", ("generated",)),
+    "synthetic_3d_ldm": (None, ("generated_3d_ldm",)),
+    "augmented_3d_ldm": ("real", ("generated_3d_ldm",)),
 }
 #: The variants each study can train (paper 000: + domain randomisation; paper 003: + classical augmentation).
 STUDY_VARIANTS: dict[str, tuple[str, ...]] = {
     "ventricles": ("real", "pool", "synthetic", "augmented", "pool_augmented", "real_dr"),
-    "tumours": ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical", "pool_augmented"),
+    "tumours": (
+        "real",
+        "pool",
+        "real_classical",
+        "synthetic",
+        "augmented",
+        "augmented_classical",
+        "pool_augmented",
+        "synthetic_3d_ldm",
+        "augmented_3d_ldm",
+    ),
 }
 #: With ``generators_from real`` the pool is the real set: these variants are the same training
 #: sets as the ones they name, so their models are not trained twice.
@@ -109,6 +123,10 @@ _DEMO: dict[str, Any] = {
             "continuations": [{"diffusion_epochs": 1995, "tumour_loss_weight": 5}],
         },
     },
+    # the tumour study's 3D-LDM baseline (variants *_3d_ldm) trains the slice LDM's recipe with this share of its
+    # autoencoder epochs: an epoch of the 3D autoencoder on whole volumes took 1.8x one of the slice VAE on the
+    # same 114 cases (110 s against 61 s, demo networks), so 0.5 gives both about the same autoencoder compute
+    "baseline_autoencoder_epoch_factor": 0.5,
     "device": "cpu",
 }  # fmt: skip
 
@@ -131,7 +149,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "nnunet_seeds": 3,
         "ventricle_variants": ("real", "pool", "synthetic", "augmented", "pool_augmented", "real_dr"),
         "tumour_variants": ("real", "pool", "real_classical", "synthetic", "augmented", "augmented_classical",
-                            "pool_augmented"),
+                            "pool_augmented", "synthetic_3d_ldm", "augmented_3d_ldm"),
     },
 }  # fmt: skip
 
@@ -208,6 +226,8 @@ class StudySettings:
         fidelity: ``feature_iterations`` (2.5D feature network) and ``resamples`` (real-vs-real splits)
             of the image-fidelity stage.
         scarce_recipes: per bundle, config values over its starter recipe for ``generators_from real``.
+        baseline_autoencoder_epoch_factor: the 3D-LDM baseline's autoencoder epochs over the slice
+            VAE's (its recipe is otherwise the slice LDM's).
         device: ``cpu`` or ``cuda`` for the bundles and nnU-Net.
         pools: per study, a set of the user's the generators learn from (``generators_from pool``;
             without one the generators are weights: the bundle's starter or a named folder).
@@ -236,6 +256,7 @@ class StudySettings:
     classical_copies: Positive
     fidelity: Mapping[str, int] = field(default_factory=lambda: {"feature_iterations": 400, "resamples": 200})
     scarce_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    baseline_autoencoder_epoch_factor: PositiveFloat = 0.5
     device: str = "cpu"
     pools: Mapping[str, UserSet] = field(default_factory=dict)
     generator_weights: Mapping[str, str] = field(default_factory=dict)
@@ -379,7 +400,9 @@ def resolve_settings(scale: str = "demo", **flags: Any) -> StudySettings:
         variants={"ventricles": tuple(values["ventricle_variants"]), "tumours": tuple(values["tumour_variants"])},
         domain_randomisation_copies=int(values["domain_randomisation_copies"]),
         classical_copies=int(values["classical_copies"]), fidelity=dict(values["fidelity"]),
-        scarce_recipes={k: dict(v) for k, v in values["scarce_recipes"].items()}, device=str(values["device"]),
+        scarce_recipes={k: dict(v) for k, v in values["scarce_recipes"].items()},
+        baseline_autoencoder_epoch_factor=float(values["baseline_autoencoder_epoch_factor"]),
+        device=str(values["device"]),
     )  # fmt: skip
 
 

@@ -69,6 +69,8 @@ from shared.workflow.design import (
     generators_training_datalist_sections,
     holdout_bins,
     model_name,
+    needed_comparators,
+    pair_generators,
     plan_study,
     weights_folder,
 )
@@ -191,12 +193,15 @@ def inference_overrides(bundle: str, settings: StudySettings) -> dict[str, Any]:
 
 
 def train_bundle(
-    bundle: Path, models: Path, datalist: Path, device: str, what: str, recipe: dict[str, Any], seed: int = 0
-) -> None:
+    bundle: Path, models: Path, datalist: Path, device: str, what: str, recipe: dict[str, Any], seed: int = 0,
+    overlays: Sequence[str] = (),
+) -> None:  # fmt: skip
     """Autoencoder then diffusion of one bundle with ``recipe`` and ``seed``, models in ``models`` (resumable).
 
     The recipe's ``continuations`` follow, in order: each resumes the diffusion training from its
     last checkpoint with its own values (more epochs, another loss weight) over the overrides.
+    ``overlays``: config files of the bundle between its stage configs and the preset (the 3D-LDM
+    baseline's ``configs/baseline_3d_ldm.yaml``).
     """
     overrides = {
         **recipe["overrides"],
@@ -204,7 +209,7 @@ def train_bundle(
         "seed": seed,
     }  # fmt: skip
     stage_1 = ["configs/train_autoencoder.yaml"]
-    preset = preset_overlay(recipe["preset"])
+    preset = [*overlays, *preset_overlay(recipe["preset"])]
     run_bundle(bundle, [*stage_1, *preset], overrides, f"{what} autoencoder")
     for step, values in enumerate([{}, *recipe.get("continuations", [])]):
         name = f"{what} diffusion" + (f" (continuation {step})" if step else "")
@@ -334,12 +339,11 @@ def provide_generators(
     return stages
 
 
-def generator_ledgers(out: Path, study: str) -> list[Ledger]:
-    return [
-        read_ledger(generator_ledger_path(out, bundle, stage))
-        for bundle, _ in STUDY_GENERATORS[study]
-        for stage in GENERATOR_STAGES
-    ]
+def generator_ledgers(out: Path, study: str, settings: StudySettings) -> list[Ledger]:
+    """Every generator stage's ledger as written: the study's generators, then its comparators (models/<folder>)."""
+    folders = [*(bundle for bundle, _ in STUDY_GENERATORS[study]),
+               *(folder for _, _, folder in needed_comparators(settings, study))]  # fmt: skip
+    return [read_ledger(generator_ledger_path(out, folder, stage)) for folder in folders for stage in GENERATOR_STAGES]
 
 
 def write_pool(out: Path, study: str, plan: StudyPlan) -> Path:
@@ -422,9 +426,7 @@ def set_ledger(dataset: Path, study: str, model: str, generators: tuple[str, ...
     )  # fmt: skip
 
 
-def assemble_variant(
-    variant: str, folder: Path, out: Path, study: str, sources: dict[str, Path], plan_generators: tuple[str, ...]
-) -> None:
+def assemble_variant(variant: str, folder: Path, out: Path, study: str, sources: dict[str, Path]) -> None:
     """One variant's nnU-Net set (real or pool cases + pair folders, the hold-out as test) and its ledger."""
     _, _, _, labels = STUDY_SETS[study]
     base, extras = VARIANTS[variant]
@@ -443,16 +445,20 @@ def assemble_variant(
         kind, dataset_id_of(folder), folder.name.split("_", 1)[1], real, extra, sources["holdout"],
         n_synthetic=n_extra, nnunet_raw=folder.parent, overwrite=True, labels=labels, num_workers=2,
     )  # fmt: skip
-    via = plan_generators if "generated" in extras else ()
+    via = pair_generators(study, extras)
     write_ledger(folder / "ledger.json", set_ledger(folder, study, f"nnU-Net {variant}", via))
 
 
-def usable_variants(variants: tuple[str, ...], generated: Path) -> tuple[str, ...]:
-    """``variants``, less those needing LDM pairs when QC accepted none (logged: the report says so)."""
-    if accepted_rows(generated / "manifest.csv"):
-        return variants
-    logger.warning("%s: QC accepted no generated pair; the variants that need them are not trained", generated)
-    return tuple(v for v in variants if "generated" not in VARIANTS[v][1])
+def usable_variants(variants: tuple[str, ...], pair_folders: dict[str, Path]) -> tuple[str, ...]:
+    """``variants``, less those needing a generator's pairs when QC accepted none of them (logged: the report says so).
+
+    ``pair_folders``: ``{pair source: folder}`` of the generators (``generated``, ``generated_3d_ldm``).
+    """
+    empty = {source for source, folder in pair_folders.items() if not accepted_rows(folder / "manifest.csv")}
+    for source in sorted(empty):
+        logger.warning("%s: QC accepted no generated pair; the variants that need them are not trained",
+                       pair_folders[source])  # fmt: skip
+    return tuple(v for v in variants if not empty & set(VARIANTS[v][1]))
 
 
 def train_nnunet(
@@ -492,7 +498,7 @@ def write_design(
         InputError: a hold-out subject is in a ledger.
         RuntimeError: a written ledger's subjects are not the plan's (a bug, never a data problem).
     """
-    ledgers = generator_ledgers(out, study)
+    ledgers = generator_ledgers(out, study, settings)
     planned = {ledger.model: ledger for ledger in plan.ledgers()}
     for ledger in ledgers:
         if set(ledger.training) != set(planned[ledger.model].training):
@@ -720,9 +726,10 @@ def build_sets(
 ) -> tuple[dict[str, Path], dict[str, str]]:  # fmt: skip
     """Stages ``<study>_set_<variant>``: one nnU-Net set per trained variant. Returns ``(datasets, stages)``."""
     prefix, base_id, name, labels = STUDY_SETS[study]
-    variants = usable_variants(settings.trained_variants(study), generated_dir(out, study))
+    pair_folders = {"generated": generated_dir(out, study),
+                    **{source: sources[source] for _, source, _ in needed_comparators(settings, study)}}  # fmt: skip
+    variants = usable_variants(settings.trained_variants(study), pair_folders)
     datasets = variant_dataset_folders(out / "nnunet" / "nnUNet_raw", base_id, name, variants)
-    via = tuple(dict.fromkeys(ledger.model.rsplit(" ", 1)[0] for ledger in plan.generators))
     stages = {}
     for variant, folder in datasets.items():
         base, extras = VARIANTS[variant]
@@ -730,7 +737,7 @@ def build_sets(
         stage = f"{prefix}_set_{variant}"
         runner.run(
             stage, {"variant": variant, "labels": labels, "dataset": folder.name},
-            lambda v=variant, f=folder: assemble_variant(v, f, out, study, sources, via),
+            lambda v=variant, f=folder: assemble_variant(v, f, out, study, sources),
             inputs=tuple(dict.fromkeys(source_stages[n] for n in needs)),
         )  # fmt: skip
         stages[variant] = stage
@@ -891,7 +898,8 @@ def add_pool(
         return
     if study in settings.pools:  # written before the generators that train on it (see provide_generators)
         user_pool_stage(runner, out, settings, study)
-    elif any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)):
+    elif any(VARIANTS[v][0] == "pool" for v in settings.trained_variants(study)) or needed_comparators(settings, study):
+        # the pool variants' data; the comparators learn from it too
         runner.run(stage, {"recipes": [r.params() for r in plan.pool_recipes]}, lambda: write_pool(out, study, plan),
                    inputs=tuple(generator_stages))  # fmt: skip
     else:
@@ -905,6 +913,7 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
     Returns the stages the report reads (evaluation, fidelity).
     """
     from shared.tumour_preprocessing import prepare_tumour_dataset
+    from shared.workflow.comparators import provide_comparators, table1_stage
 
     study = "tumours"
     plan = plan_study(settings, study)
@@ -924,6 +933,7 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
     source_stages = {"real": "prepare_tumours", "holdout": "holdout_tumours", "generated": "generate_tumour_pairs",
                      "classical": "classical_augmentation"}  # fmt: skip
     generator_stages = provide_data_and_generators(runner, out, settings, study, plan, sources, source_stages)
+    comparator_stages = provide_comparators(runner, out, settings, plan, sources, source_stages)
     models = models_dir(out, "slice_based_ldm_brats")
     generation = settings.generation
     recipe = generator_recipe("slice_based_ldm_brats", settings)
@@ -959,8 +969,10 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
                                           settings.seed, ["training", "validation"]),
             inputs=("prepare_tumours",),
         )  # fmt: skip
+    table1 = table1_stage(runner, out, settings, sources, source_stages) if comparator_stages else None
     datasets, set_stages = build_sets(runner, out, study, settings, plan, sources, source_stages)
-    design = design_stage(runner, out, study, settings, plan, datasets, [*generator_stages, *set_stages.values()])
+    design = design_stage(runner, out, study, settings, plan, datasets,
+                          [*generator_stages, *comparator_stages, *set_stages.values()])  # fmt: skip
     run_models_and_evaluation(runner, out, study, settings, datasets, set_stages, design)
     fidelity = fidelity_stage(runner, out, study, settings, datasets, sources, source_stages)
-    return [f"evaluate_{study}", *([fidelity] if fidelity else [])]
+    return [f"evaluate_{study}", *([fidelity] if fidelity else []), *([table1] if table1 else [])]
