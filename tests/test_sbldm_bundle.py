@@ -210,3 +210,18 @@ def test_monai_bundle_properties_hold_for_every_train_and_infer_config(trained, 
               ("infer", ["configs/inference.yaml", "configs/evaluate.yaml", DEMO]))  # fmt: skip
     for workflow_type, configs in stages:
         assert missing_bundle_properties(trained, configs, workflow_type, **values) == [], configs
+
+
+def test_the_3d_ldm_baseline_batches_whole_volumes_whatever_the_presets_slice_batch():
+    """A preset's ``autoencoder_batch_size`` counts slices; the baseline's volumes have their own batch."""
+    from monai.bundle import ConfigParser
+
+    folder = Path(__file__).resolve().parents[1] / "bundles" / "slice_based_ldm_brats"
+    stage = str(folder / "configs" / "train_autoencoder.yaml")
+    overlay, preset = str(folder / "configs" / "baseline_3d_ldm.yaml"), str(folder / DEMO)
+    batches = {}
+    for name, files in {"slices": [stage, preset], "volumes": [stage, overlay, preset]}.items():
+        parser = ConfigParser()
+        parser.read_config(files)
+        batches[name] = (parser.get_parsed_content("batch_size_of_inputs"), parser["train"]["dataloader"]["batch_size"])
+    assert batches == {"slices": (16, "@batch_size_of_inputs"), "volumes": (1, "@batch_size_of_inputs")}
