@@ -204,7 +204,8 @@ def run_demo_pipeline(
         output_dir: where everything goes (data, models, generated pairs, nnU-Net folders,
             report); default ``outputs/<scale>``.
         scale: ``demo`` (~14 min on 2 cores) or ``study`` (the papers' experiments in miniature,
-            with the ``pool`` control and 3 nnU-Net seeds; 1-2.5 hours per study and protocol).
+            with the ``pool`` control and 3 nnU-Net seeds; 1-2 hours per study and protocol, the tumour
+            study with ``--generators_from real`` about 2.7 hours: it trains the 3D-LDM baseline too).
         generators_from: ``pool`` (scale default: the starter weights, trained on their own pool
             of labelled data, which the ``pool`` variants use as a control) or ``real`` (every
             generator trained on the real training subjects only: the data-scarce protocol;
