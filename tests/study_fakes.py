@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import shared.workflow.comparators as comparators
 import shared.workflow.stages as stages
 from shared.io import load_label_map, read_datalist, save_volume, write_csv
 
@@ -88,5 +87,4 @@ def install(monkeypatch: Any, out: Path, calls: list[tuple[Any, ...]]) -> None:
 
     monkeypatch.setattr(stages, "generate_pairs", generate_pairs)
     monkeypatch.setattr(stages, "run_bundle", run_bundle)
-    monkeypatch.setattr(comparators, "run_bundle", run_bundle)
     monkeypatch.setattr(stages, "train_nnunet", train_nnunet)

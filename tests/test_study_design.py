@@ -170,12 +170,17 @@ def test_another_nnunet_learning_rate_reruns_the_segmenters_and_nothing_before_t
     assert [c[:3] for c in calls] == [("train_nnunet", 503, 1)]
 
 
-@pytest.mark.slow
-def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_shares_pool_with_real(tmp_path, monkeypatch):
-    settings = resolve_settings("study", generators_from="real", **SMALL)
+def _tumour_study(tmp_path, monkeypatch, protocol: str) -> list:
+    """The study-scale tumour study (fakes, ``SMALL``) with generators from ``protocol``; the fakes' calls."""
     calls: list = []
     study_fakes.install(monkeypatch, tmp_path, calls)
-    run_studies(tmp_path, settings, ["tumours"])
+    run_studies(tmp_path, resolve_settings("study", generators_from=protocol, **SMALL), ["tumours"])
+    return calls
+
+
+@pytest.mark.slow
+def test_the_real_protocol_trains_every_generator_on_the_real_subjects_and_shares_pool_with_real(tmp_path, monkeypatch):
+    calls = _tumour_study(tmp_path, monkeypatch, "real")
     trained = [c for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
     slice_ldm = ["slice LDM autoencoder", "slice LDM diffusion", "slice LDM diffusion (continuation 1)"]
     assert [c[2] for c in trained] == [*slice_ldm, *(w.replace("slice LDM", "3D-LDM") for w in slice_ldm)]
@@ -257,10 +262,7 @@ def test_every_training_set_trains_with_the_same_batch_size(scale, tmp_path, mon
 @pytest.mark.slow
 def test_the_3d_ldm_baseline_learns_from_the_slice_ldms_starter_data_drawn_again(tmp_path, monkeypatch):
     """Pool protocol: the slice LDM is its starter; the 3D-LDM trains in the run on the starter's cases and split."""
-    settings = resolve_settings("study", generators_from="pool", **SMALL)
-    calls: list = []
-    study_fakes.install(monkeypatch, tmp_path, calls)
-    run_studies(tmp_path, settings, ["tumours"])
+    calls = _tumour_study(tmp_path, monkeypatch, "pool")
     trained = [c for c in calls if c[0] == "run_bundle" and "pairs" not in c[2]]
     assert [c[2] for c in trained] == ["3D-LDM autoencoder", "3D-LDM diffusion", "3D-LDM diffusion (continuation 1)"]
     data = read_json(tmp_path / "data" / "pool_tumours" / "part_0" / "datalist.json")

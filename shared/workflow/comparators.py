@@ -20,18 +20,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shared.io import InputError, read_datalist, write_json
-from shared.workflow.chaining import preset_overlay, run_bundle
+from shared.io import InputError, write_json
 from shared.workflow.design import GENERATOR_STAGES, StudyPlan, generator_source, needed_comparators
-from shared.workflow.generation_rounds import generate_with_qc
 from shared.workflow.ledger import datalist_ledger, write_ledger
-from shared.workflow.pair_qc import with_brain_reference
 from shared.workflow.settings import StudySettings
 from shared.workflow.stages import (
     SBLDM_BUNDLE,
     evaluation_dir,
     generated_dir,
+    generator_ledger_path,
     generator_recipe,
+    generators_datalist,
     keep_only_checkpoints_of,
     models_dir,
     pool_dir,
@@ -39,6 +38,7 @@ from shared.workflow.stages import (
     pool_stage,
     real_datalist,
     train_bundle,
+    tumour_pairs_stage,
     write_generators_datalist,
 )
 
@@ -46,11 +46,6 @@ from shared.workflow.stages import (
 BASELINE_OVERLAY = "configs/baseline_3d_ldm.yaml"
 STUDY = "tumours"
 TABLE1_STAGE = "table1_tumours"
-
-
-def comparator_models(out: Path, folder: str) -> Path:
-    """A comparator's models (``models/<folder>``), with its ledgers beside them."""
-    return models_dir(out, folder)
 
 
 def comparator_pairs(out: Path, folder: str) -> Path:
@@ -84,8 +79,7 @@ def slice_ldm_data(out: Path, settings: StudySettings, plan: StudyPlan) -> tuple
     """
     source = generator_source(settings, STUDY, "slice_based_ldm_brats")
     if source == "real":
-        real = real_datalist(out, STUDY)
-        return real.parent / "generators_datalist.json", "prepare_tumours", "the slice LDM's data: the real set"
+        return generators_datalist(out, STUDY), "prepare_tumours", "the slice LDM's data: the real set"
     if source == "pool_set":
         return pool_set_datalist(out, STUDY), pool_stage(STUDY), "the slice LDM's data: the study's pool set"
     if len(plan.pool_recipes) != 1:
@@ -107,12 +101,13 @@ def provide_comparators(
     """
     stages = []
     for name, pair_source, folder in needed_comparators(settings, STUDY):
-        models = comparator_models(out, folder)
+        models = models_dir(out, folder)
         recipe = baseline_recipe(settings)
         datalist, data_stage, words = slice_ldm_data(out, settings, plan)
 
         def train(models: Path = models, recipe: dict[str, Any] = recipe, datalist: Path = datalist,
-                  words: str = words, name: str = name, data_stage: str = data_stage) -> None:  # fmt: skip
+                  words: str = words, name: str = name, data_stage: str = data_stage,
+                  folder: str = folder) -> None:  # fmt: skip
             if data_stage == "prepare_tumours":  # the real protocol's split, as the slice LDM's
                 write_generators_datalist(real_datalist(out, STUDY), datalist)
             if not datalist.is_file():
@@ -122,7 +117,7 @@ def provide_comparators(
             train_bundle(SBLDM_BUNDLE, models, datalist, settings.device, name, recipe, settings.seed,
                          overlays=[BASELINE_OVERLAY])  # fmt: skip
             for stage in GENERATOR_STAGES:
-                write_ledger(models / f"ledger_{stage}.json",
+                write_ledger(generator_ledger_path(out, folder, stage),
                              datalist_ledger(f"{name} {stage}", STUDY, datalist, source=words))  # fmt: skip
 
         stage = f"trained_{folder}"
@@ -130,43 +125,11 @@ def provide_comparators(
                            "overlay": BASELINE_OVERLAY, "data": str(datalist)}, train,
                    inputs=(data_stage,))  # fmt: skip
         stages.append(stage)
-        pairs = comparator_pairs(out, folder)
-        generate_comparator_pairs(runner, out, settings, name, models, pairs, recipe, f"generate_tumour_pairs_{folder}",
-                                  stage)  # fmt: skip
-        sources[pair_source], source_stages[pair_source] = pairs, f"generate_tumour_pairs_{folder}"
+        pairs, pairs_stage = comparator_pairs(out, folder), f"generate_tumour_pairs_{folder}"
+        tumour_pairs_stage(runner, out, settings, pairs_stage, pairs, models, recipe, name, [stage],
+                           overlays=[BASELINE_OVERLAY])  # fmt: skip
+        sources[pair_source], source_stages[pair_source] = pairs, pairs_stage
     return stages
-
-
-def generate_comparator_pairs(
-    runner: Any, out: Path, settings: StudySettings, name: str, models: Path, pairs: Path, recipe: dict[str, Any],
-    stage: str, trained_stage: str,
-) -> None:  # fmt: skip
-    """Stage ``stage``: the comparator's pairs in rounds through the tumour QC, as the slice LDM's are made."""
-    prepared = real_datalist(out, STUDY)
-    generation = settings.generation
-    sampler = generation.samplers["tumour"]
-
-    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
-        run_bundle(
-            SBLDM_BUNDLE, ["configs/inference.yaml", BASELINE_OVERLAY, *preset_overlay(recipe["preset"])],
-            {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared), "output_dir": str(folder),
-             "num_samples": count, "sampler": sampler.sampler, "num_inference_steps": sampler.steps, "seed": seed,
-             "device": settings.device},
-            f"tumour pairs ({name})",
-        )  # fmt: skip
-        return folder / "manifest.csv"
-
-    runner.run(
-        stage,
-        {"n_generated": generation.n_generated, "sampler": asdict(sampler), "qc_rounds": generation.qc_rounds,
-         "qc": asdict(settings.tumour_qc), "seed": settings.seed, "device": settings.device},
-        lambda: generate_with_qc(
-            pairs, generate_round, STUDY,
-            with_brain_reference(settings.tumour_qc, [i["image"] for i in read_datalist(prepared)]),
-            generation.n_generated, settings.seed, generation.qc_rounds,
-        ),
-        inputs=("prepare_tumours", trained_stage),
-    )  # fmt: skip
 
 
 def weights_parameters_m(models: Path) -> float:
@@ -193,7 +156,7 @@ def table1_stage(
 
     reference_key = "pool" if "pool" in sources else "real"
     generators = [("SBLDM", models_dir(out, "slice_based_ldm_brats"), generated_dir(out, STUDY), "generated")]
-    generators += [(name, comparator_models(out, folder), comparator_pairs(out, folder), pair_source)
+    generators += [(name, models_dir(out, folder), comparator_pairs(out, folder), pair_source)
                    for name, pair_source, folder in needed_comparators(settings, STUDY)]  # fmt: skip
     sampler = settings.generation.samplers["tumour"]
 

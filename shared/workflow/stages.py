@@ -264,6 +264,11 @@ def check_starter_grid(folder: Path, shape: tuple[int, ...] | list[int], name: s
         )
 
 
+def generators_datalist(out: Path, study: str) -> Path:
+    """The real protocol's generator datalist, beside the real datalist (:func:`write_generators_datalist`)."""
+    return real_datalist(out, study).parent / "generators_datalist.json"
+
+
 def write_generators_datalist(real: Path, target: Path) -> Path:
     """The real protocol's generator datalist: every real subject trains, the last few validate.
 
@@ -323,8 +328,7 @@ def provide_generators(
                 if on_pool:  # the pool set as written, with its own validation section
                     datalist = pool_set_datalist(out, study)
                 else:  # beside the real datalist: the tumour normaliser the slice LDM reads
-                    real = real_datalist(out, study)
-                    datalist = write_generators_datalist(real, real.parent / "generators_datalist.json")
+                    datalist = write_generators_datalist(real_datalist(out, study), generators_datalist(out, study))
                 training = {"recipe": recipe, "seed": settings.seed, "datalist_sha256": sha256_of(datalist)}
                 keep_only_checkpoints_of(models, training)
                 train_bundle(folder, models, datalist, device, name, recipe, settings.seed)
@@ -907,6 +911,43 @@ def add_pool(
     sources["pool"], source_stages["pool"] = pool_dir(out, study) / "datalist.json", stage
 
 
+def tumour_pairs_stage(
+    runner: Any, out: Path, settings: StudySettings, stage: str, pairs: Path, models: Path, recipe: dict[str, Any],
+    what: str, trained_stages: Sequence[str], overlays: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """Stage ``stage``: a tumour generator's pairs in rounds through the tumour QC, into ``pairs``.
+
+    The slice LDM's (``models/slice_based_ldm_brats``) and each comparator's (``overlays``: its
+    config files, e.g. the 3D-LDM baseline's) with the same seed, sampler and rounds, so all
+    generators get the same tumour requests. ``what`` names the generator in the bundle run's messages.
+    """
+    prepared = real_datalist(out, "tumours")
+    generation = settings.generation
+    sampler = generation.samplers["tumour"]
+
+    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
+        run_bundle(
+            SBLDM_BUNDLE, ["configs/inference.yaml", *overlays, *preset_overlay(recipe["preset"])],
+            {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared), "output_dir": str(folder),
+             "num_samples": count, "sampler": sampler.sampler, "num_inference_steps": sampler.steps, "seed": seed,
+             "device": settings.device},
+            f"tumour pairs ({what})",
+        )  # fmt: skip
+        return folder / "manifest.csv"
+
+    runner.run(
+        stage,
+        {"n_generated": generation.n_generated, "sampler": asdict(sampler), "qc_rounds": generation.qc_rounds,
+         "qc": asdict(settings.tumour_qc), "seed": settings.seed, "device": settings.device},
+        lambda: generate_with_qc(
+            pairs, generate_round, "tumours",
+            with_brain_reference(settings.tumour_qc, [i["image"] for i in read_datalist(prepared)]),
+            generation.n_generated, settings.seed, generation.qc_rounds,
+        ),
+        inputs=("prepare_tumours", *trained_stages),
+    )  # fmt: skip
+
+
 def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[str]:
     """Stages of the tumour study (see the module docstring); the raw real cases are the ``demo_tumours`` stage's.
 
@@ -934,31 +975,9 @@ def run_tumour_study(runner: Any, out: Path, settings: StudySettings) -> list[st
                      "classical": "classical_augmentation"}  # fmt: skip
     generator_stages = provide_data_and_generators(runner, out, settings, study, plan, sources, source_stages)
     comparator_stages = provide_comparators(runner, out, settings, plan, sources, source_stages)
-    models = models_dir(out, "slice_based_ldm_brats")
-    generation = settings.generation
-    recipe = generator_recipe("slice_based_ldm_brats", settings)
-
-    def generate_round(folder: Path, count: int, seed: int, requests: Any) -> Path:
-        run_bundle(
-            SBLDM_BUNDLE, ["configs/inference.yaml", *preset_overlay(recipe["preset"])],
-            {**recipe["overrides"], "ckpt_dir": str(models), "datalist": str(prepared / "datalist.json"),
-             "output_dir": str(folder), "num_samples": count, "sampler": generation.samplers["tumour"].sampler,
-             "num_inference_steps": generation.samplers["tumour"].steps, "seed": seed, "device": settings.device},
-            "tumour pairs (slice_based_ldm_brats)",
-        )  # fmt: skip
-        return folder / "manifest.csv"
-
-    runner.run(
-        "generate_tumour_pairs",
-        {"n_generated": generation.n_generated, "sampler": asdict(generation.samplers["tumour"]),
-         "qc_rounds": generation.qc_rounds, "qc": asdict(settings.tumour_qc), "seed": settings.seed,
-         "device": settings.device},
-        lambda: generate_with_qc(
-            generated, generate_round, "tumours",
-            with_brain_reference(settings.tumour_qc, [i["image"] for i in read_datalist(prepared / "datalist.json")]),
-            generation.n_generated, settings.seed, generation.qc_rounds,
-        ),
-        inputs=("prepare_tumours", *generator_stages),
+    tumour_pairs_stage(
+        runner, out, settings, "generate_tumour_pairs", generated, models_dir(out, "slice_based_ldm_brats"),
+        generator_recipe("slice_based_ldm_brats", settings), "slice_based_ldm_brats", generator_stages,
     )  # fmt: skip
     if any("classical" in VARIANTS[v][1] for v in settings.study_variants(study)):
         from shared.segmentation.classical_augmentation import write_augmented_pairs
